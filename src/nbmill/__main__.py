@@ -1,0 +1,5 @@
+import sys
+
+from nbmill.cli import main
+
+sys.exit(main())

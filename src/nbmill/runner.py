@@ -1,0 +1,302 @@
+"""Plan and execute a pipeline: each step's notebook through papermill, in a fresh kernel.
+
+``run`` reads as the story of one run: load and check everything (nothing executes if any
+parameter is wrong), open the record, then for each step in order: execute, check its
+outputs, record. A failed step stops the run; its partial notebook is archived with the error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from nbmill import tracking
+from nbmill.errors import RunError
+from nbmill.params import ParamsFile, load_params_file, resolve_params
+from nbmill.record import (
+    RunRecord,
+    hash_path,
+    hash_tree,
+    iso,
+    provenance,
+    render_html,
+    sha256_file,
+    utcnow,
+)
+from nbmill.spec import Pipeline, Step, find_project_dir, load_pipeline
+
+KERNEL = "python3"
+
+
+class Progress(Protocol):
+    def step_started(self, index: int, total: int, step: str) -> None: ...
+
+    def step_finished(self, index: int, total: int, step: str, status: str, seconds: float) -> None: ...
+
+
+class SilentProgress:
+    def step_started(self, index: int, total: int, step: str) -> None:
+        pass
+
+    def step_finished(self, index: int, total: int, step: str, status: str, seconds: float) -> None:
+        pass
+
+
+@dataclass
+class StepFailure(Exception):
+    """Why a step did not complete (a cell raised, an output is missing, the kernel died)."""
+
+    kind: str
+    message: str
+    cell: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"type": self.kind, "message": self.message, "cell": self.cell}
+
+
+def run(
+    pipeline_path: str | Path,
+    params_path: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    reason: str | None = None,
+    runs_dir: str | Path | None = None,
+    project_dir: str | Path | None = None,
+    progress: Progress | None = None,
+) -> RunRecord:
+    """Run a pipeline end to end; returns the completed record or raises RunError."""
+    project = Path(project_dir).resolve() if project_dir else find_project_dir(Path(pipeline_path))
+    pipeline = load_pipeline(pipeline_path, project)
+    params_file = load_params_file(params_path) if params_path else None
+    resolved = resolve_params(pipeline, params_file, overrides)
+    record = open_record(pipeline, params_file, resolved, reason, project, runs_dir)
+    execute(pipeline, resolved, record, project, progress or SilentProgress())
+    if record.status != "completed":
+        error = record.data["error"]
+        raise RunError(
+            f"run {record.id} failed at step '{error['step']}': {error['type']}: "
+            f"{error['message']}\n  record: {record.dir}",
+            run_dir=record.dir,
+        )
+    return record
+
+
+def open_record(
+    pipeline: Pipeline,
+    params_file: ParamsFile | None,
+    resolved: dict[str, dict[str, Any]],
+    reason: str | None,
+    project: Path,
+    runs_dir: str | Path | None,
+) -> RunRecord:
+    runs = Path(runs_dir) if runs_dir else project / "runs"
+    started = utcnow()
+    steps = {
+        name: {
+            "status": "pending",
+            "notebook": _rel(pipeline.steps[name].notebook, project),
+            "params": resolved[name],
+        }
+        for name in pipeline.order
+    }
+    return RunRecord.create(
+        runs,
+        {
+            "pipeline": {
+                "name": pipeline.name,
+                "file": _rel(pipeline.path.resolve(), project),
+                "sha256": sha256_file(pipeline.path),
+            },
+            "params_file": (
+                {
+                    "file": _rel(params_file.path.resolve(), project),
+                    "sha256": sha256_file(params_file.path),
+                }
+                if params_file and params_file.path
+                else None
+            ),
+            "started_at": iso(started),
+            "ended_at": None,
+            "duration_s": None,
+            **provenance(project, reason),
+            "steps": steps,
+            "metrics": {},
+            "error": None,
+        },
+    )
+
+
+def execute(
+    pipeline: Pipeline,
+    resolved: dict[str, dict[str, Any]],
+    record: RunRecord,
+    project: Path,
+    progress: Progress,
+) -> None:
+    order = pipeline.order
+    clock = time.monotonic()
+    try:
+        for index, name in enumerate(order, start=1):
+            progress.step_started(index, len(order), name)
+            status = run_step(pipeline.steps[name], resolved[name], record, project, pipeline.name)
+            progress.step_finished(
+                index, len(order), name, status, record.data["steps"][name]["duration_s"]
+            )
+            if status != "completed":
+                break
+    except BaseException as exc:  # Ctrl-C or a bug: never leave the record saying "running"
+        _fail(record, "(runner)", StepFailure(type(exc).__name__, str(exc) or "interrupted"))
+        raise
+    finally:
+        for step in record.data["steps"].values():
+            if step["status"] == "pending":
+                step["status"] = "skipped"
+        if record.status == "running":
+            record.data["status"] = "completed"
+        record.data["ended_at"] = iso(utcnow())
+        record.data["duration_s"] = round(time.monotonic() - clock, 3)
+        record.data["files"] = hash_tree(record.dir)
+        record.save()
+        if record.status != "completed":
+            _mark_mlflow_failed(record)
+
+
+def run_step(step: Step, values: dict[str, Any], record: RunRecord, project: Path, pipeline: str) -> str:
+    """Execute one step and record it; returns its final status."""
+    entry = record.data["steps"][step.name]
+    entry.update(status="running", started_at=iso(utcnow()))
+    record.save()
+    clock = time.monotonic()
+    try:
+        entry["inputs"] = _hash_io(step.inputs, record, step, "input")
+        _execute_notebook(step, values, record, project, pipeline)
+        entry["outputs"] = _hash_io(step.outputs, record, step, "output")
+        entry["status"] = "completed"
+    except StepFailure as failure:
+        _fail(record, step.name, failure)
+    finally:
+        entry["ended_at"] = iso(utcnow())
+        entry["duration_s"] = round(time.monotonic() - clock, 3)
+        executed = record.notebook_path(step.name)
+        if executed.exists():
+            entry["executed"] = executed.relative_to(record.dir).as_posix()
+            render_html(executed, record.html_path(step.name))
+            entry["html"] = record.html_path(step.name).relative_to(record.dir).as_posix()
+        metrics = _read_metrics(record, step.name)
+        if metrics:
+            entry["metrics"] = metrics
+            record.data["metrics"].update({f"{step.name}.{k}": v for k, v in metrics.items()})
+        record.save()
+    return entry["status"]
+
+
+def _execute_notebook(
+    step: Step, values: dict[str, Any], record: RunRecord, project: Path, pipeline: str
+) -> None:
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+    from traitlets.config import Config
+
+    paths = {name: str(record.dir / rel) for name, rel in {**step.inputs, **step.outputs}.items()}
+    for rel in step.outputs.values():
+        (record.dir / rel).parent.mkdir(parents=True, exist_ok=True)
+    env = {
+        tracking.ENV_RUN_ID: record.id,
+        tracking.ENV_RUN_DIR: str(record.dir),
+        tracking.ENV_STEP: step.name,
+        tracking.ENV_PROJECT_DIR: str(project),
+        tracking.ENV_PIPELINE: pipeline,
+    }
+    try:
+        with _environment(env), tempfile.TemporaryDirectory(prefix="nbmill-kernel-") as sockets:
+            papermill.execute_notebook(
+                str(step.notebook),
+                str(record.notebook_path(step.name)),
+                parameters={**values, **paths},
+                kernel_name=KERNEL,
+                cwd=str(step.notebook.parent),
+                progress_bar=False,
+                log_output=False,
+                # IPC sockets in a private folder: no TCP port, nothing another user can reach.
+                config=Config({"KernelManager": {"transport": "ipc", "ip": f"{sockets}/kernel"}}),
+            )
+    except PapermillExecutionError as exc:
+        raise StepFailure(exc.ename, _first_line(exc.evalue), cell=exc.exec_count) from None
+    except Exception as exc:  # the kernel died, timed out, or would not start
+        raise StepFailure(type(exc).__name__, _first_line(str(exc))) from None
+
+
+def _hash_io(declared: dict[str, str], record: RunRecord, step: Step, kind: str) -> dict[str, str]:
+    hashes: dict[str, str] = {}
+    for name, rel in declared.items():
+        path = record.dir / rel
+        if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+            raise StepFailure(
+                f"Missing{kind.capitalize()}",
+                f"step '{step.name}' declares {kind} '{name}' at {rel}, but "
+                + ("nothing is there" if not path.exists() else "the folder is empty")
+                + (" after the notebook ran" if kind == "output" else ""),
+            )
+        hashes.update(hash_path(path, record.dir))
+    return hashes
+
+
+def _read_metrics(record: RunRecord, step: str) -> dict[str, float]:
+    path = record.metrics_path(step)
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _fail(record: RunRecord, step: str, failure: StepFailure) -> None:
+    if step in record.data["steps"]:
+        record.data["steps"][step]["status"] = "failed"
+        record.data["steps"][step]["error"] = failure.as_dict()
+    record.data["status"] = "failed"
+    record.data["error"] = {"step": step, **failure.as_dict()}
+
+
+def _mark_mlflow_failed(record: RunRecord) -> None:
+    """A failed nbmill run must not look finished in MLflow either."""
+    path = record.dir / tracking.MLFLOW_FILE
+    if not path.exists():
+        return
+    info = json.loads(path.read_text(encoding="utf-8"))
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=info["tracking_uri"])
+    client.set_tag(info["run_id"], "nbmill.status", "failed")
+    client.set_terminated(info["run_id"], status="FAILED")
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set variables for the kernel this process is about to start, then restore them."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def _first_line(text: str) -> str:
+    text = (text or "").strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _rel(path: Path, project: Path) -> str:
+    try:
+        return path.relative_to(project).as_posix()
+    except ValueError:
+        return str(path)
