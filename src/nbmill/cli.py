@@ -35,8 +35,10 @@ class ConsoleProgress:
 
         def tick() -> None:
             while not self._stop.wait(0.25):
-                self._write(f"\r{label}  running {time.monotonic() - begun:5.1f}s  "
-                            f"(elapsed {self._elapsed()})")
+                self._write(
+                    f"\r{label}  running {time.monotonic() - begun:5.1f}s  "
+                    f"(elapsed {self._elapsed()})"
+                )
 
         self._ticker = threading.Thread(target=tick, daemon=True)
         self._ticker.start()
@@ -47,8 +49,10 @@ class ConsoleProgress:
             self._ticker.join()
             self._ticker = None
         prefix = "\r\033[K" if self.live else ""
-        self._write(f"{prefix}[{index}/{total}] {step}  {status}  {seconds:.1f}s  "
-                    f"(elapsed {self._elapsed()})\n")
+        self._write(
+            f"{prefix}[{index}/{total}] {step}  {status}  {seconds:.1f}s  "
+            f"(elapsed {self._elapsed()})\n"
+        )
 
     def _elapsed(self) -> str:
         return f"{time.monotonic() - self._started:.1f}s"
@@ -97,7 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("pipeline", help="pipeline file, e.g. pipelines/training.yml")
     run.add_argument("--params", metavar="FILE", help="parameter set, e.g. params/dev.yml")
     run.add_argument(
-        "-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a parameter: key=value for every step, step.key=value for one",
     )
     run.add_argument("--reason", metavar="TEXT", help="why this run (default: the commit subject)")

@@ -16,8 +16,9 @@ TARGETS = ("local",)
 MANIFEST = "package.json"
 
 
-def package_model(model_dir: str | Path, target_dir: str | Path, environment: str | Path,
-                  target: str = "local") -> dict:
+def package_model(
+    model_dir: str | Path, target_dir: str | Path, environment: str | Path, target: str = "local"
+) -> dict:
     """Copy the model and environment into ``target_dir`` with a manifest of sha256s."""
     if target not in TARGETS:
         raise NbmillError(f"unknown deployment target '{target}' (targets: {', '.join(TARGETS)})")

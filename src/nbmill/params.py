@@ -54,7 +54,8 @@ def load_params_file(path: str | Path) -> ParamsFile:
     unknown = sorted(set(map(str, raw)) - PARAMS_FILE_KEYS)
     if unknown:
         raise ParamsError(
-            f"{where}: unknown section '{unknown[0]}' (allowed: {', '.join(sorted(PARAMS_FILE_KEYS))};"
+            f"{where}: unknown section '{unknown[0]}' "
+            f"(allowed: {', '.join(sorted(PARAMS_FILE_KEYS))};"
             " put pipeline-wide values under 'params:' and per-step values under 'steps: <step>:')"
         )
     params = _values(raw.get("params"), f"{where}: 'params'")
@@ -136,9 +137,7 @@ def _targets(
     """For each name in the layer, the steps it applies to (validating as it goes)."""
     at = layer.source
     if layer.step is not None and layer.step not in pipeline.steps:
-        raise ParamsError(
-            f"{at}: unknown step '{layer.step}' (steps: {', '.join(pipeline.steps)})"
-        )
+        raise ParamsError(f"{at}: unknown step '{layer.step}' (steps: {', '.join(pipeline.steps)})")
     steps = [layer.step] if layer.step else list(pipeline.steps)
     targets: dict[str, list[str]] = {}
     for name in layer.values:
@@ -187,8 +186,9 @@ def _check_io_declared(pipeline: Pipeline, declared: Mapping[str, Mapping[str, P
         for io_name, kind in _io(pipeline, name).items():
             if io_name not in declared[name]:
                 raise ParamsError(
-                    f"{pipeline.path}: step '{name}': {kind} '{io_name}' is not a parameter of "
-                    f"{step.notebook.name}; add `{io_name} = \"...\"` to its parameters cell"
+                    f"{pipeline.path}: step '{name}': {kind.split()[-1]} '{io_name}' "
+                    "is not a parameter of "
+                    f'{step.notebook.name}; add `{io_name} = "..."` to its parameters cell'
                 )
 
 
@@ -199,9 +199,7 @@ def _checked(value: Any, param: Parameter, layer: Layer, step: str) -> Any:
     expected = type(default)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    ok = isinstance(value, expected) and not (
-        expected is int and isinstance(value, bool)
-    )
+    ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
     if isinstance(default, (list, tuple)):
         ok = isinstance(value, (list, tuple))
     if not ok:

@@ -46,7 +46,11 @@ def iso(moment: datetime) -> str:
 def new_run_id(moment: datetime | None = None) -> str:
     """Sortable: UTC time to the millisecond, then 6 random hex digits."""
     moment = moment or utcnow()
-    return moment.strftime("%Y%m%dT%H%M%S") + f"{moment.microsecond // 1000:03d}Z-" + secrets.token_hex(3)
+    return (
+        moment.strftime("%Y%m%dT%H%M%S")
+        + f"{moment.microsecond // 1000:03d}Z-"
+        + secrets.token_hex(3)
+    )
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -38,7 +38,9 @@ KERNEL = "python3"
 class Progress(Protocol):
     def step_started(self, index: int, total: int, step: str) -> None: ...
 
-    def step_finished(self, index: int, total: int, step: str, status: str, seconds: float) -> None: ...
+    def step_finished(
+        self, index: int, total: int, step: str, status: str, seconds: float
+    ) -> None: ...
 
 
 class SilentProgress:
@@ -167,7 +169,9 @@ def execute(
             _mark_mlflow_failed(record)
 
 
-def run_step(step: Step, values: dict[str, Any], record: RunRecord, project: Path, pipeline: str) -> str:
+def run_step(
+    step: Step, values: dict[str, Any], record: RunRecord, project: Path, pipeline: str
+) -> str:
     """Execute one step and record it; returns its final status."""
     entry = record.data["steps"][step.name]
     entry.update(status="running", started_at=iso(utcnow()))

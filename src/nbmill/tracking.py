@@ -59,7 +59,7 @@ def context() -> StepContext:
 
 
 def log_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """Record numeric metrics for this step (in the run record, and in MLflow when a run is open)."""
+    """Record numeric metrics for this step: in the run record, and in MLflow if a run is open."""
     clean: dict[str, float] = {}
     for name, value in metrics.items():
         try:
@@ -85,8 +85,15 @@ def tracking_uri(project_dir: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(project_dir) / 'mlflow.db'}"
 
 
-def artifact_root(project_dir: Path) -> str:
-    return (Path(project_dir) / "mlartifacts").resolve().as_uri()
+def artifact_root(uri: str, experiment: str) -> str | None:
+    """Where a new experiment keeps artifacts: beside a sqlite store, else the server decides.
+
+    Without this, MLflow would put them in ./mlruns relative to the kernel's folder.
+    """
+    if uri.startswith("sqlite:///"):
+        store = Path(uri.removeprefix("sqlite:///")).parent
+        return (store / "mlartifacts" / experiment).resolve().as_uri()
+    return None
 
 
 def mlflow_run(experiment: str | None = None):
@@ -97,11 +104,12 @@ def mlflow_run(experiment: str | None = None):
     import mlflow
 
     ctx = context()
-    mlflow.set_tracking_uri(tracking_uri(ctx.project_dir))
+    uri = tracking_uri(ctx.project_dir)
+    mlflow.set_tracking_uri(uri)
     name = experiment or ctx.pipeline
     found = mlflow.get_experiment_by_name(name)
     if found is None:
-        experiment_id = mlflow.create_experiment(name, artifact_location=artifact_root(ctx.project_dir))
+        experiment_id = mlflow.create_experiment(name, artifact_location=artifact_root(uri, name))
     else:
         experiment_id = found.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)

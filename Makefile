@@ -1,0 +1,37 @@
+# The README's two commands: `make run` and `make test`. Both create and reuse .venv through uv,
+# installed on first use into .tools/ (or taken from PATH), with the versions in uv.lock.
+PYTHON ?= python3
+UV_VERSION ?= 0.13.9
+UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+PIPELINE ?= pipelines/training.yml
+PARAMS ?= params/dev.yml
+REASON ?= quick start
+PYTEST_ARGS ?=
+export PIPELINE PARAMS REASON  # read back from the environment, so no text is re-parsed by the shell
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := .venv
+
+.PHONY: run test lint lab setup clean
+
+run: setup  ## set up, then run the training pipeline on the embedded diabetes data
+	.venv/bin/nbmill run "$$PIPELINE" --params "$$PARAMS" --reason "$$REASON"
+
+test: .tools/bin/uv  ## set up with the dev tools, lint, then run every test
+	$(UV) sync --frozen --inexact --python $(PYTHON) --group dev
+	.venv/bin/ruff check .
+	.venv/bin/pytest $(PYTEST_ARGS)
+
+setup: .tools/bin/uv
+	$(UV) sync --frozen --inexact --python $(PYTHON)
+
+lab: .tools/bin/uv  ## JupyterLab in the same environment, for authoring notebooks
+	$(UV) sync --frozen --inexact --python $(PYTHON) --group lab
+	.venv/bin/jupyter lab notebooks/
+
+.tools/bin/uv:
+	@if [ "$(UV)" = ".tools/bin/uv" ]; then \
+		$(PYTHON) -m venv .tools && .tools/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION); \
+	else mkdir -p .tools/bin && ln -sf "$(UV)" .tools/bin/uv; fi
+
+clean:
+	rm -rf .venv .tools runs mlflow.db mlartifacts

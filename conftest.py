@@ -1,0 +1,32 @@
+"""Project-wide pytest setup: an isolated MLflow store, and notebooks run in pipeline order."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).parent
+
+_store = tempfile.mkdtemp(prefix="nbmill-tests-mlflow-")
+# Set before any kernel starts, so notebooks run by the tests (and nbval) inherit it.
+os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_store}/mlflow.db"
+
+
+def _pipeline_order() -> list[str]:
+    spec = yaml.safe_load((ROOT / "pipelines" / "training.yml").read_text())
+    return [Path(step["notebook"]).name for step in spec["steps"].values()]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """nbval collects notebooks alphabetically; each reads what the one before it wrote."""
+    order = _pipeline_order()
+
+    def key(item: pytest.Item) -> int:
+        name = Path(str(item.fspath)).name
+        return order.index(name) + 1 if name in order else 0
+
+    items.sort(key=key)  # stable: tests first, then notebooks in pipeline order

@@ -1,0 +1,163 @@
+"""The default training pipeline, end to end: real kernels, real files, a real MLflow store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import nbformat
+import pytest
+from tests.conftest import ROOT, load_run, nbmill
+
+from nbmill.record import sha256_file
+
+pytestmark = pytest.mark.slow
+STEPS = ["prep", "train", "evaluate", "deploy"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    runs = tmp_path_factory.mktemp("runs")
+    done = nbmill(
+        "run",
+        "pipelines/training.yml",
+        "--params",
+        "params/dev.yml",
+        "--reason",
+        "end-to-end test",
+        "--runs-dir",
+        str(runs),
+        cwd=ROOT,
+    )
+    folders = sorted(p for p in runs.iterdir() if p.is_dir())
+    assert len(folders) == 1, done.stderr
+    return done, folders[0]
+
+
+def test_the_run_succeeds_and_says_where_the_report_is(finished):
+    done, run_dir = finished
+    assert done.returncode == 0, done.stderr
+    assert f"record: {run_dir}" in done.stdout
+    assert f"{run_dir}/html/" in done.stdout
+    assert "[4/4] deploy  completed" in done.stderr  # plain progress lines when not a terminal
+
+
+def test_every_step_leaves_an_executed_notebook_and_its_html(finished):
+    _, run_dir = finished
+    for step in STEPS:
+        nb = nbformat.read(run_dir / "notebooks" / f"{step}.ipynb", as_version=4)
+        errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
+        assert errors == [], step
+        injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert len(injected) == 1 and str(run_dir) in injected[0].source, step
+        html = (run_dir / "html" / f"{step}.html").read_text()
+        assert "<html" in html and "parameters" in html, step
+    assert "data:image/png;base64" in (run_dir / "html" / "evaluate.html").read_text()
+
+
+def test_run_json_says_what_ran_with_which_values_by_whom_and_why(finished):
+    _, run_dir = finished
+    run = load_run(run_dir)
+    assert run["id"] == run_dir.name and run["status"] == "completed" and run["error"] is None
+    assert run["pipeline"]["name"] == "training"
+    assert run["pipeline"]["sha256"] == sha256_file(ROOT / "pipelines" / "training.yml")
+    assert run["params_file"]["file"] == "params/dev.yml"
+    assert run["why"] == "end-to-end test" and run["who"]
+    assert list(run["steps"]) == STEPS
+    assert run["steps"]["prep"]["params"] == {"seed": 42, "test_size": 0.2}
+    assert run["steps"]["train"]["params"] == {"alpha": 1.0}  # train declares no seed
+    assert run["steps"]["deploy"]["params"] == {"target": "local"}
+    for step in STEPS:
+        entry = run["steps"][step]
+        assert entry["status"] == "completed", step
+        assert entry["started_at"] <= entry["ended_at"] and entry["duration_s"] > 0
+    assert run["started_at"] <= run["steps"]["prep"]["started_at"]
+    assert run["python"] and run["host"]
+
+
+def test_git_commit_is_the_checkout_head(finished):
+    _, run_dir = finished
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    assert load_run(run_dir)["git"]["commit"] == (head or None)
+
+
+def test_every_hash_in_run_json_matches_the_file(finished):
+    _, run_dir = finished
+    run = load_run(run_dir)
+    files = run["files"]
+    assert {
+        "notebooks/train.ipynb",
+        "html/train.html",
+        "data/train.csv",
+        "model/MLmodel",
+        "eval/predicted_vs_actual.png",
+        "package/package.json",
+        "environment.txt",
+    } <= set(files)
+    on_disk = {
+        p.relative_to(run_dir).as_posix()
+        for p in run_dir.rglob("*")
+        if p.is_file() and p.name != "run.json"
+    }
+    assert set(files) == on_disk
+    for rel, digest in files.items():
+        assert sha256_file(run_dir / rel) == digest, rel
+    for step in STEPS:
+        for rel, digest in {
+            **run["steps"][step].get("inputs", {}),
+            **run["steps"][step]["outputs"],
+        }.items():
+            assert files[rel] == digest, (step, rel)
+    assert (
+        run["steps"]["train"]["inputs"]["data/train.csv"]
+        == run["steps"]["prep"]["outputs"]["data/train.csv"]
+    )
+
+
+def test_environment_fingerprint_is_the_hash_of_the_installed_list(finished):
+    _, run_dir = finished
+    run = load_run(run_dir)
+    lines = (run_dir / "environment.txt").read_text().splitlines()
+    assert any(line.startswith("papermill==") for line in lines)
+    assert (
+        run["environment"]["fingerprint"] == hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    )
+
+
+def test_metrics_are_recorded_and_plausible(finished):
+    _, run_dir = finished
+    metrics = load_run(run_dir)["metrics"]
+    assert metrics["prep.rows_train"] + metrics["prep.rows_test"] == 442
+    assert metrics["evaluate.test_r2"] > 0.3
+    assert 0 < metrics["evaluate.test_rmse"] < 100
+    assert metrics["deploy.smoke_max_abs_diff"] == 0
+
+
+def test_the_mlflow_run_is_tagged_with_the_run_id_and_has_the_model(finished):
+    import mlflow
+
+    _, run_dir = finished
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    runs = mlflow.search_runs(
+        search_all_experiments=True,
+        output_format="list",
+        filter_string=f"tags.`nbmill.run_id` = '{run_dir.name}'",
+    )
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["evaluate.test_r2"] == load_run(run_dir)["metrics"]["evaluate.test_r2"]
+    assert run.data.params["alpha"] == "1.0"
+    models = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id], output_format="list"
+    )
+    mine = [m for m in models if m.source_run_id == run.info.run_id]
+    assert len(mine) == 1
+    loaded = mlflow.pyfunc.load_model(f"models:/{mine[0].model_id}")
+    assert loaded.metadata.signature is not None
+    assert json.loads((run_dir / "mlflow.json").read_text())["run_id"] == run.info.run_id
