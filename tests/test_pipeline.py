@@ -41,7 +41,7 @@ def test_the_run_succeeds_and_says_where_the_report_is(finished):
     done, run_dir = finished
     assert done.returncode == 0, done.stderr
     assert f"record: {run_dir}" in done.stdout
-    assert f"{run_dir}/html/" in done.stdout
+    assert f"report: {run_dir}/index.html" in done.stdout
     assert "[4/4] deploy  completed" in done.stderr  # plain progress lines when not a terminal
 
 
@@ -56,6 +56,10 @@ def test_every_step_leaves_an_executed_notebook_and_its_html(finished):
         html = (run_dir / "html" / f"{step}.html").read_text()
         assert "<html" in html and "parameters" in html, step
     assert "data:image/png;base64" in (run_dir / "html" / "evaluate.html").read_text()
+    index = (run_dir / "index.html").read_text()
+    for step in STEPS:
+        assert f'href="html/{step}.html"' in index
+    assert "evaluate.test_r2" in index and "end-to-end test" in index
 
 
 def test_run_json_says_what_ran_with_which_values_by_whom_and_why(finished):

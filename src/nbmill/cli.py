@@ -78,8 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for name, value in metrics.items():
         print(f"  {name} = {value:.4g}")
     print(f"record: {record.dir}")
-    last = list(record.data["steps"])[-1]
-    print(f"report: {record.html_path(last).parent}/  (open {record.html_path(last)})")
+    print(f"report: {record.dir / 'index.html'}")
     return 0
 
 

@@ -29,7 +29,9 @@ from nbmill.record import (
     render_html,
     sha256_file,
     utcnow,
+    write_atomic,
 )
+from nbmill.report import run_index_html
 from nbmill.spec import Pipeline, Step, find_project_dir, load_pipeline
 
 KERNEL = "python3"
@@ -163,6 +165,7 @@ def execute(
             record.data["status"] = "completed"
         record.data["ended_at"] = iso(utcnow())
         record.data["duration_s"] = round(time.monotonic() - clock, 3)
+        write_atomic(record.dir / "index.html", run_index_html(record.data))
         record.data["files"] = hash_tree(record.dir)
         record.save()
         if record.status != "completed":
