@@ -1,9 +1,9 @@
 """The command line is a thin shell: help for everything, errors without tracebacks."""
 
 import pytest
-from tests.conftest import ROOT, nbmill
 
 from nbmill import cli
+from tests.conftest import ROOT, nbmill
 
 
 @pytest.mark.parametrize("name", sorted(cli.commands(cli.build_parser())))

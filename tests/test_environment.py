@@ -1,9 +1,9 @@
 """environment.yml is the one environment: it must equal what uv.lock pins."""
 
 import yaml
-from tests.conftest import ROOT
 
 from nbmill.environment import conda_environment, runtime_requirements
+from tests.conftest import ROOT
 
 
 def test_environment_yml_is_generated_from_the_lock_file():

@@ -8,9 +8,9 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-from tests.conftest import load_run, nbmill, write_notebook
 
 from nbmill.record import sha256_file
+from tests.conftest import load_run, nbmill, write_notebook
 
 pytestmark = pytest.mark.slow
 

@@ -1,10 +1,10 @@
 """Reading a notebook's parameters cell, without running it."""
 
 import pytest
-from tests.conftest import ROOT, write_notebook
 
 from nbmill.errors import NotebookError
 from nbmill.notebook import UNKNOWN, declared_parameters, parse_parameters
+from tests.conftest import ROOT, write_notebook
 
 
 def test_literal_defaults_are_read_with_their_types():

@@ -3,10 +3,10 @@
 import json
 
 import pytest
-from tests.conftest import ROOT
 
 from nbmill.notebook import declared_parameters
 from nbmill.spec import load_pipeline
+from tests.conftest import ROOT
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.conftest import ROOT, write_notebook
 
 from nbmill.errors import ParamsError
 from nbmill.params import load_params_file, parse_overrides, resolve_params
 from nbmill.spec import load_pipeline
+from tests.conftest import ROOT, write_notebook
 
 
 @pytest.fixture

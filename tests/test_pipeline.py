@@ -10,9 +10,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from tests.conftest import ROOT, load_run, nbmill
 
 from nbmill.record import sha256_file
+from tests.conftest import ROOT, load_run, nbmill
 
 pytestmark = pytest.mark.slow
 STEPS = ["prep", "train", "evaluate", "deploy"]

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.conftest import ROOT, write_notebook
 
 from nbmill.errors import SpecError
 from nbmill.spec import load_pipeline, topological_order
+from tests.conftest import ROOT, write_notebook
 
 
 def make(project: Path, spec: dict) -> Path:

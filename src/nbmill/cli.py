@@ -72,6 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         reason=args.reason,
         runs_dir=args.runs_dir,
         progress=ConsoleProgress(),
+        warm=not args.no_warm,
     )
     metrics = record.data.get("metrics", {})
     print(f"run {record.id} completed in {record.data['duration_s']:.1f}s")
@@ -109,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--reason", metavar="TEXT", help="why this run (default: the commit subject)")
     run.add_argument("--runs-dir", metavar="DIR", help="where run folders go (default: runs/)")
+    run.add_argument(
+        "--no-warm",
+        action="store_true",
+        help="start each step's kernel only when the step begins (as plain papermill does)",
+    )
     run.set_defaults(func=cmd_run)
     return parser
 

@@ -12,6 +12,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 
 from nbmill import tracking
 from nbmill.errors import RunError
+from nbmill.kernels import KERNEL, KernelStart
 from nbmill.params import ParamsFile, load_params_file, resolve_params
 from nbmill.record import (
     RunRecord,
@@ -33,8 +35,6 @@ from nbmill.record import (
 )
 from nbmill.report import run_index_html
 from nbmill.spec import Pipeline, Step, find_project_dir, load_pipeline
-
-KERNEL = "python3"
 
 
 class Progress(Protocol):
@@ -73,14 +73,18 @@ def run(
     runs_dir: str | Path | None = None,
     project_dir: str | Path | None = None,
     progress: Progress | None = None,
+    warm: bool = True,
 ) -> RunRecord:
-    """Run a pipeline end to end; returns the completed record or raises RunError."""
+    """Run a pipeline end to end; returns the completed record or raises RunError.
+
+    ``warm`` starts each step's fresh kernel while the step before it runs (see kernels.py).
+    """
     project = Path(project_dir).resolve() if project_dir else find_project_dir(Path(pipeline_path))
     pipeline = load_pipeline(pipeline_path, project)
     params_file = load_params_file(params_path) if params_path else None
     resolved = resolve_params(pipeline, params_file, overrides)
     record = open_record(pipeline, params_file, resolved, reason, project, runs_dir)
-    execute(pipeline, resolved, record, project, progress or SilentProgress())
+    execute(pipeline, resolved, record, project, progress or SilentProgress(), warm)
     if record.status != "completed":
         error = record.data["error"]
         raise RunError(
@@ -142,13 +146,33 @@ def execute(
     record: RunRecord,
     project: Path,
     progress: Progress,
+    warm: bool = True,
 ) -> None:
     order = pipeline.order
     clock = time.monotonic()
+    kernels: dict[str, KernelStart] = {}
+    renderer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nbmill-html")
+
+    def start_kernel(name: str) -> None:
+        if warm and name not in kernels:
+            step = pipeline.steps[name]
+            kernels[name] = KernelStart(step.notebook, step_env(record, step, project, pipeline))
+
     try:
         for index, name in enumerate(order, start=1):
+            start_kernel(name)
+            if index < len(order):
+                start_kernel(order[index])  # the next step's kernel starts while this one runs
             progress.step_started(index, len(order), name)
-            status = run_step(pipeline.steps[name], resolved[name], record, project, pipeline.name)
+            status = run_step(
+                pipeline.steps[name],
+                resolved[name],
+                record,
+                project,
+                pipeline,
+                kernels.pop(name, None),
+                renderer,
+            )
             progress.step_finished(
                 index, len(order), name, status, record.data["steps"][name]["duration_s"]
             )
@@ -158,6 +182,9 @@ def execute(
         _fail(record, "(runner)", StepFailure(type(exc).__name__, str(exc) or "interrupted"))
         raise
     finally:
+        for kernel in kernels.values():
+            kernel.shutdown()
+        renderer.shutdown(wait=True)  # every HTML page is written before the files are hashed
         for step in record.data["steps"].values():
             if step["status"] == "pending":
                 step["status"] = "skipped"
@@ -172,8 +199,25 @@ def execute(
             _mark_mlflow_failed(record)
 
 
+def step_env(record: RunRecord, step: Step, project: Path, pipeline: Pipeline) -> dict[str, str]:
+    """What a step's kernel learns from its environment (read by nbmill.tracking)."""
+    return {
+        tracking.ENV_RUN_ID: record.id,
+        tracking.ENV_RUN_DIR: str(record.dir),
+        tracking.ENV_STEP: step.name,
+        tracking.ENV_PROJECT_DIR: str(project),
+        tracking.ENV_PIPELINE: pipeline.name,
+    }
+
+
 def run_step(
-    step: Step, values: dict[str, Any], record: RunRecord, project: Path, pipeline: str
+    step: Step,
+    values: dict[str, Any],
+    record: RunRecord,
+    project: Path,
+    pipeline: Pipeline,
+    kernel: KernelStart | None = None,
+    renderer: ThreadPoolExecutor | None = None,
 ) -> str:
     """Execute one step and record it; returns its final status."""
     entry = record.data["steps"][step.name]
@@ -182,7 +226,8 @@ def run_step(
     clock = time.monotonic()
     try:
         entry["inputs"] = _hash_io(step.inputs, record, step, "input")
-        _execute_notebook(step, values, record, project, pipeline)
+        env = step_env(record, step, project, pipeline)
+        _execute_notebook(step, values, record, env, kernel)
         entry["outputs"] = _hash_io(step.outputs, record, step, "output")
         entry["status"] = "completed"
     except StepFailure as failure:
@@ -193,8 +238,11 @@ def run_step(
         executed = record.notebook_path(step.name)
         if executed.exists():
             entry["executed"] = executed.relative_to(record.dir).as_posix()
-            render_html(executed, record.html_path(step.name))
             entry["html"] = record.html_path(step.name).relative_to(record.dir).as_posix()
+            if renderer is None:
+                _render(executed, record.html_path(step.name), entry)
+            else:  # rendered on the other core while the next step runs
+                renderer.submit(_render, executed, record.html_path(step.name), entry)
         metrics = _read_metrics(record, step.name)
         if metrics:
             entry["metrics"] = metrics
@@ -204,7 +252,11 @@ def run_step(
 
 
 def _execute_notebook(
-    step: Step, values: dict[str, Any], record: RunRecord, project: Path, pipeline: str
+    step: Step,
+    values: dict[str, Any],
+    record: RunRecord,
+    env: dict[str, str],
+    kernel: KernelStart | None,
 ) -> None:
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -213,30 +265,30 @@ def _execute_notebook(
     paths = {name: str(record.dir / rel) for name, rel in {**step.inputs, **step.outputs}.items()}
     for rel in step.outputs.values():
         (record.dir / rel).parent.mkdir(parents=True, exist_ok=True)
-    env = {
-        tracking.ENV_RUN_ID: record.id,
-        tracking.ENV_RUN_DIR: str(record.dir),
-        tracking.ENV_STEP: step.name,
-        tracking.ENV_PROJECT_DIR: str(project),
-        tracking.ENV_PIPELINE: pipeline,
-    }
+    options: dict[str, Any] = dict(
+        parameters={**values, **paths},
+        kernel_name=KERNEL,
+        cwd=str(step.notebook.parent),
+        progress_bar=False,
+        log_output=False,
+    )
     try:
         with _environment(env), tempfile.TemporaryDirectory(prefix="nbmill-kernel-") as sockets:
+            if kernel is not None:
+                options["km"] = kernel.take()
+            else:  # papermill starts the kernel; IPC sockets in a private folder, no TCP port
+                ipc = {"transport": "ipc", "ip": f"{sockets}/kernel"}
+                options["config"] = Config({"KernelManager": ipc})
             papermill.execute_notebook(
-                str(step.notebook),
-                str(record.notebook_path(step.name)),
-                parameters={**values, **paths},
-                kernel_name=KERNEL,
-                cwd=str(step.notebook.parent),
-                progress_bar=False,
-                log_output=False,
-                # IPC sockets in a private folder: no TCP port, nothing another user can reach.
-                config=Config({"KernelManager": {"transport": "ipc", "ip": f"{sockets}/kernel"}}),
+                str(step.notebook), str(record.notebook_path(step.name)), **options
             )
     except PapermillExecutionError as exc:
         raise StepFailure(exc.ename, _first_line(exc.evalue), cell=exc.exec_count) from None
     except Exception as exc:  # the kernel died, timed out, or would not start
         raise StepFailure(type(exc).__name__, _first_line(str(exc))) from None
+    finally:
+        if kernel is not None:
+            kernel.shutdown()
 
 
 def _hash_io(declared: dict[str, str], record: RunRecord, step: Step, kind: str) -> dict[str, str]:
@@ -252,6 +304,15 @@ def _hash_io(declared: dict[str, str], record: RunRecord, step: Step, kind: str)
             )
         hashes.update(hash_path(path, record.dir))
     return hashes
+
+
+def _render(executed: Path, target: Path, entry: dict[str, Any]) -> None:
+    """Render a step's HTML; a failure is recorded on the step, never lost in a thread."""
+    try:
+        render_html(executed, target)
+    except Exception as exc:
+        entry.pop("html", None)
+        entry["html_error"] = f"{type(exc).__name__}: {_first_line(str(exc))}"
 
 
 def _read_metrics(record: RunRecord, step: str) -> dict[str, float]:

@@ -1,0 +1,122 @@
+"""Fresh kernels, started one step ahead.
+
+Every step runs in a new kernel process, as papermill does. What nbmill adds: while step N runs,
+the kernel for step N+1 is already starting on the other core, with step N+1's environment and
+folder, and imports the modules its notebook imports (nothing else: no cell runs, no name is
+bound). Importing scikit-learn, pandas and MLflow is most of a small step's time, so this
+overlaps it with the step before. ``nbmill run --no-warm`` turns it off.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+from nbmill.notebook import read_notebook
+
+KERNEL = "python3"
+WARM_TIMEOUT_S = 120
+
+
+def notebook_imports(path: Path) -> list[str]:
+    """Absolute module names the notebook's code cells import, in order of first appearance."""
+    names: list[str] = []
+    for cell in read_notebook(path).get("cells", []):
+        if cell.get("cell_type") != "code":
+            continue
+        source = cell.get("source", "")
+        source = "".join(source) if isinstance(source, list) else source
+        lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
+        try:
+            tree = ast.parse("\n".join(lines))
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.append(node.module)
+                names += [f"{node.module}.{alias.name}" for alias in node.names]
+    return list(dict.fromkeys(names))
+
+
+def _preload_code(modules: list[str]) -> str:
+    return (
+        "def __nbmill_preload(names):\n"
+        "    import importlib\n"
+        "    for name in names:\n"
+        "        try:\n"
+        "            importlib.import_module(name)\n"
+        "        except Exception:\n"
+        "            pass\n"
+        f"__nbmill_preload({modules!r})\n"
+        "del __nbmill_preload\n"
+    )
+
+
+class KernelStart:
+    """A kernel being started (and warmed) in a background thread for one notebook."""
+
+    def __init__(self, notebook: Path, env: dict[str, str], warm: bool = True):
+        self.notebook = notebook
+        self.env = {**os.environ, **env}
+        self.warm = warm
+        self._sockets = tempfile.TemporaryDirectory(prefix="nbmill-kernel-")
+        self.km = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._start, name="nbmill-kernel", daemon=True)
+        self._thread.start()
+
+    def _start(self) -> None:
+        from jupyter_client import AsyncKernelManager
+        from jupyter_client.blocking import BlockingKernelClient
+
+        try:
+            # IPC sockets in a private folder: no TCP port, nothing another user can reach.
+            km = AsyncKernelManager(
+                kernel_name=KERNEL, transport="ipc", ip=f"{self._sockets.name}/kernel"
+            )
+            asyncio.run(km.start_kernel(cwd=str(self.notebook.parent), env=self.env))
+            self.km = km
+            if not self.warm:
+                return
+            client = BlockingKernelClient()
+            client.load_connection_info(km.get_connection_info())
+            client.start_channels()
+            try:
+                client.wait_for_ready(timeout=WARM_TIMEOUT_S)
+                msg_id = client.execute(
+                    _preload_code(notebook_imports(self.notebook)),
+                    silent=True,
+                    store_history=False,
+                )
+                while True:
+                    reply = client.get_shell_msg(timeout=WARM_TIMEOUT_S)
+                    if reply["parent_header"].get("msg_id") == msg_id:
+                        break
+            finally:
+                client.stop_channels()
+        except BaseException as exc:  # reported when the kernel is taken
+            self.error = exc
+
+    def take(self):
+        """The started kernel's manager; raises what went wrong while starting it."""
+        self._thread.join()
+        if self.error is not None:
+            self.shutdown()
+            raise self.error
+        return self.km
+
+    def shutdown(self) -> None:
+        self._thread.join()
+        if self.km is not None and self.km.has_kernel:
+            try:
+                asyncio.run(self.km.shutdown_kernel(now=False))
+            except Exception:
+                asyncio.run(self.km.shutdown_kernel(now=True))
+        self.km = None
+        self._sockets.cleanup()
