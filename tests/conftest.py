@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import nbformat
@@ -32,15 +35,65 @@ def write_notebook(path: Path, parameters: str | None, *cells: str) -> Path:
     return path
 
 
-def nbmill(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """The real command line, in a child process."""
+def nbmill(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The real command line, in a child process (``env`` adds to this process's environment)."""
     return subprocess.run(
         [sys.executable, "-m", "nbmill", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=600,
+        env={**os.environ, **(env or {})},
     )
+
+
+class Receiver:
+    """A real HTTP server on 127.0.0.1 that records POSTs and refuses the first ``refuse``."""
+
+    def __init__(self, refuse: int = 0, status: int = 503):
+        self.refuse, self.status = refuse, status
+        self.attempts = 0
+        self.received: list[dict] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.attempts += 1
+                if receiver.attempts <= receiver.refuse:
+                    self.send_response(receiver.status)
+                    self.end_headers()
+                    return
+                receiver.received.append(
+                    {"headers": dict(self.headers), "body": json.loads(body), "path": self.path}
+                )
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook/tok-s3cr3t-0042"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    server = Receiver()
+    yield server
+    server.close()
+
+
+def only_run(runs_dir: Path) -> Path:
+    """The one run folder in ``runs_dir`` (beside it: the ledger and its lock)."""
+    (run_dir,) = [p for p in runs_dir.iterdir() if (p / "run.json").exists()]
+    return run_dir
 
 
 def load_run(run_dir: Path) -> dict:

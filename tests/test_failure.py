@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from nbmill.record import sha256_file
-from tests.conftest import load_run, nbmill, write_notebook
+from tests.conftest import load_run, nbmill, only_run, write_notebook
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,7 @@ def failing(tmp_path_factory):
         },
     )
     done = nbmill("run", spec, "--reason", "failure test", cwd=project)
-    (run_dir,) = (project / "runs").iterdir()
+    run_dir = only_run(project / "runs")
     return done, run_dir
 
 
@@ -118,7 +118,7 @@ def test_a_declared_output_the_notebook_did_not_write_fails_the_step(project):
     done = nbmill("run", spec, cwd=project)
     assert done.returncode == 1
     assert "MissingOutput" in done.stderr and "result.csv" in done.stderr
-    (run_dir,) = (project / "runs").iterdir()
+    run_dir = only_run(project / "runs")
     assert load_run(run_dir)["steps"]["lazy"]["status"] == "failed"
 
 

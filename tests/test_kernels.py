@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from nbmill.kernels import notebook_imports
-from tests.conftest import load_run, nbmill, write_notebook
+from tests.conftest import load_run, nbmill, only_run, write_notebook
 
 
 def test_imports_are_read_from_code_cells_in_order(tmp_path):
@@ -47,7 +47,7 @@ def test_a_step_kernel_has_no_names_from_the_warm_up(project, warm):
     (project / "pipelines" / "k.yml").write_text(yaml.safe_dump(spec))
     done = nbmill("run", "pipelines/k.yml", *([] if warm else ["--no-warm"]), cwd=project)
     assert done.returncode == 0, done.stderr
-    (run_dir,) = (project / "runs").iterdir()
+    run_dir = only_run(project / "runs")
     nb = json.loads((run_dir / "notebooks" / "probe.ipynb").read_text())
     text = next(
         "".join(o["text"]) for c in nb["cells"] for o in c.get("outputs", []) if "text" in o

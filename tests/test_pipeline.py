@@ -32,7 +32,7 @@ def finished(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
         str(runs),
         cwd=ROOT,
     )
-    folders = sorted(p for p in runs.iterdir() if p.is_dir())
+    folders = sorted(p for p in runs.iterdir() if (p / "run.json").exists())
     assert len(folders) == 1, done.stderr
     return done, folders[0]
 

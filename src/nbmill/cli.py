@@ -83,6 +83,117 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace):
+    from pathlib import Path
+
+    from nbmill.config import load_config
+    from nbmill.spec import find_project_dir
+
+    runs_dir = getattr(args, "runs_dir", None)
+    return load_config(find_project_dir(Path.cwd()), Path(runs_dir) if runs_dir else None)
+
+
+def _print_json(value) -> None:
+    import json
+
+    print(json.dumps(value, indent=2, sort_keys=False, default=str))
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from nbmill.events import filter_events, retry_spooled
+    from nbmill.ledger import Ledger
+
+    config = _config(args)
+    if args.action == "retry":
+        delivered, problems = retry_spooled(config)
+        for problem in problems:
+            print(f"kept: {problem}", file=sys.stderr)
+        print(f"delivered {delivered} spooled event(s); {len(problems)} still spooled")
+        return 1 if problems else 0
+    events = filter_events(Ledger(config.ledger).events(), args.type, args.subject, args.since)
+    if args.json:
+        _print_json(events)
+        return 0
+    from nbmill.review import format_table
+
+    rows = [
+        {
+            "time": e["time"],
+            "type": e["type"],
+            "subject": e["subject"],
+            "who": e["data"].get("who", ""),
+        }
+        for e in events
+    ]
+    print(format_table(rows) if rows else "no events")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nbmill.verify import verify
+
+    config = _config(args)
+    run_dir = None
+    if args.run:
+        from nbmill.review import find_run
+
+        run_dir = Path(config.runs_dir) / find_run(config.runs_dir, args.run)["id"]
+    for line in verify(config.runs_dir, config.ledger, run_dir):
+        print(f"ok: {line}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from nbmill.review import format_table, list_runs, runs_table
+
+    config = _config(args)
+    runs = list_runs(config.runs_dir)
+    rows = runs_table(runs, list(config.key_metrics) if config.key_metrics else None)
+    if args.json:
+        _print_json(rows)
+    else:
+        print(format_table(rows) if rows else f"no runs in {config.runs_dir}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from nbmill.review import find_run, format_run
+
+    run = find_run(_config(args).runs_dir, args.run)
+    if args.json:
+        _print_json(run)
+    else:
+        print(format_run(run))
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from nbmill.review import diff_runs, find_run, format_diff
+
+    runs_dir = _config(args).runs_dir
+    diff = diff_runs(find_run(runs_dir, args.run_a), find_run(runs_dir, args.run_b))
+    if args.json:
+        _print_json(diff)
+    else:
+        print(format_diff(diff))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from nbmill.ledger import Ledger
+    from nbmill.report import write_site
+    from nbmill.review import list_runs
+
+    config = _config(args)
+    index = write_site(
+        config.runs_dir, list_runs(config.runs_dir), list(Ledger(config.ledger).entries())
+    )
+    print(f"report: {index}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nbmill",
@@ -116,6 +227,72 @@ def build_parser() -> argparse.ArgumentParser:
         help="start each step's kernel only when the step begins (as plain papermill does)",
     )
     run.set_defaults(func=cmd_run)
+
+    def review(name: str, help_: str, description: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_, description=description)
+        command.add_argument("--runs-dir", metavar="DIR", help="run folders (default: runs/)")
+        return command
+
+    def json_flag(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    runs = review(
+        "runs",
+        "list runs: id, when, who, why, status, key metrics",
+        "List the runs in the runs folder, newest first.",
+    )
+    json_flag(runs)
+    runs.set_defaults(func=cmd_runs)
+
+    show = review("show", "show one run's record", "Show a run: provenance, steps, metrics.")
+    show.add_argument("run", help="run id, unique prefix, run folder, or 'latest'")
+    json_flag(show)
+    show.set_defaults(func=cmd_show)
+
+    diff = review(
+        "diff",
+        "compare two runs",
+        "Compare params, metrics, data and environment hashes, and commits.",
+    )
+    diff.add_argument("run_a", help="the first run (id, prefix, folder or 'latest')")
+    diff.add_argument("run_b", help="the second run")
+    json_flag(diff)
+    diff.set_defaults(func=cmd_diff)
+
+    report = review(
+        "report",
+        "write the static HTML report of all runs and the ledger",
+        "Write runs/index.html (every run, linking its notebooks) and runs/ledger.html.",
+    )
+    report.set_defaults(func=cmd_report)
+
+    verify = review(
+        "verify",
+        "check records and the ledger for tampering",
+        "Re-hash every archived file and walk the ledger's hash chain; exit 1 "
+        "naming the first changed file or entry.",
+    )
+    verify.add_argument("run", nargs="?", help="one run (default: the ledger and every run)")
+    verify.set_defaults(func=cmd_verify)
+
+    events = review(
+        "events",
+        "list lifecycle events, or retry spooled deliveries",
+        "List events from the ledger (CloudEvents), filtered; `nbmill events retry` "
+        "redelivers events a sink did not accept.",
+    )
+    events.add_argument(
+        "action",
+        nargs="?",
+        choices=["list", "retry"],
+        default="list",
+        help="list (default) or retry spooled deliveries",
+    )
+    events.add_argument("--type", help="event type, e.g. nbmill.run.failed or nbmill.model.*")
+    events.add_argument("--subject", help="subject prefix, e.g. runs/20261129")
+    events.add_argument("--since", metavar="TIME", help="ISO 8601 UTC time, e.g. 2026-11-29")
+    json_flag(events)
+    events.set_defaults(func=cmd_events)
     return parser
 
 

@@ -72,43 +72,42 @@ class KernelStart:
         self._thread.start()
 
     def _start(self) -> None:
-        from jupyter_client import AsyncKernelManager
-        from jupyter_client.blocking import BlockingKernelClient
-
         try:
-            # IPC sockets in a private folder: no TCP port, nothing another user can reach.
-            km = AsyncKernelManager(
-                kernel_name=KERNEL, transport="ipc", ip=f"{self._sockets.name}/kernel"
-            )
-            asyncio.run(km.start_kernel(cwd=str(self.notebook.parent), env=self.env))
-            self.km = km
-            if not self.warm:
-                return
-            client = BlockingKernelClient()
-            client.load_connection_info(km.get_connection_info())
-            client.start_channels()
-            try:
-                client.wait_for_ready(timeout=WARM_TIMEOUT_S)
-                msg_id = client.execute(
-                    _preload_code(notebook_imports(self.notebook)),
-                    silent=True,
-                    store_history=False,
-                )
-                while True:
-                    reply = client.get_shell_msg(timeout=WARM_TIMEOUT_S)
-                    if reply["parent_header"].get("msg_id") == msg_id:
-                        break
-            finally:
-                client.stop_channels()
+            asyncio.run(self._start_and_warm())
         except BaseException as exc:  # reported when the kernel is taken
             self.error = exc
 
+    async def _start_and_warm(self) -> None:
+        from jupyter_client import AsyncKernelManager
+
+        # IPC sockets in a private folder: no TCP port, nothing another user can reach.
+        km = AsyncKernelManager(
+            kernel_name=KERNEL, transport="ipc", ip=f"{self._sockets.name}/kernel"
+        )
+        await km.start_kernel(cwd=str(self.notebook.parent), env=self.env)
+        self.km = km
+        if not self.warm:
+            return
+        # A client of the manager asks the process, not the heartbeat, whether the kernel lives:
+        # a busy machine delays heartbeats but must not fail a step.
+        client = km.client()
+        client.start_channels()
+        try:
+            await client.wait_for_ready(timeout=WARM_TIMEOUT_S)
+            code = _preload_code(notebook_imports(self.notebook))
+            await client.execute(
+                code, silent=True, store_history=False, reply=True, timeout=WARM_TIMEOUT_S
+            )
+        finally:
+            client.stop_channels()
+
     def take(self):
-        """The started kernel's manager; raises what went wrong while starting it."""
+        """The started kernel's manager, or None if it could not be started or warmed (the step
+        then starts its own kernel, as papermill does)."""
         self._thread.join()
         if self.error is not None:
             self.shutdown()
-            raise self.error
+            return None
         return self.km
 
     def shutdown(self) -> None:

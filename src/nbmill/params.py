@@ -17,6 +17,7 @@ import yaml
 
 from nbmill.errors import ParamsError
 from nbmill.notebook import UNKNOWN, Parameter, declared_parameters
+from nbmill.secret import env_ref
 from nbmill.spec import IDENTIFIER, Pipeline, load_yaml
 
 PARAMS_FILE_KEYS = {"params", "steps", "notify"}
@@ -194,6 +195,19 @@ def _check_io_declared(pipeline: Pipeline, declared: Mapping[str, Mapping[str, P
 
 def _checked(value: Any, param: Parameter, layer: Layer, step: str) -> Any:
     default = param.default
+    ref = env_ref(value)
+    if ref is not None:
+        if ref.value() is None:
+            raise ParamsError(
+                f"{layer.source}: step '{step}': parameter '{param.name}' is {ref}, but "
+                f"{ref.name} is not set; export it before running"
+            )
+        if default is not UNKNOWN and default is not None and not isinstance(default, str):
+            raise ParamsError(
+                f"{layer.source}: step '{step}': parameter '{param.name}' is {ref}, but the "
+                f"notebook's default ({param.source}) is not a string"
+            )
+        return ref
     if default is UNKNOWN or default is None or value is None:
         return value
     expected = type(default)

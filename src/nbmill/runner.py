@@ -7,9 +7,11 @@ outputs, record. A failed step stops the run; its partial notebook is archived w
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +21,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from nbmill import tracking
+from nbmill.config import load_config
 from nbmill.errors import RunError
+from nbmill.events import Notifier
 from nbmill.kernels import KERNEL, KernelStart
 from nbmill.params import ParamsFile, load_params_file, resolve_params
 from nbmill.record import (
@@ -34,6 +38,7 @@ from nbmill.record import (
     write_atomic,
 )
 from nbmill.report import run_index_html
+from nbmill.secret import install_papermill_translator
 from nbmill.spec import Pipeline, Step, find_project_dir, load_pipeline
 
 
@@ -74,17 +79,29 @@ def run(
     project_dir: str | Path | None = None,
     progress: Progress | None = None,
     warm: bool = True,
+    notifier: Notifier | None = None,
 ) -> RunRecord:
     """Run a pipeline end to end; returns the completed record or raises RunError.
 
     ``warm`` starts each step's fresh kernel while the step before it runs (see kernels.py).
+    Lifecycle events go to the ledger and the configured sinks (see events.py).
     """
     project = Path(project_dir).resolve() if project_dir else find_project_dir(Path(pipeline_path))
+    config = load_config(project, Path(runs_dir) if runs_dir else None)
     pipeline = load_pipeline(pipeline_path, project)
     params_file = load_params_file(params_path) if params_path else None
+    if params_file and params_file.sections.get("notify"):
+        config = config.with_sinks(params_file.sections["notify"], str(params_file.path))
     resolved = resolve_params(pipeline, params_file, overrides)
-    record = open_record(pipeline, params_file, resolved, reason, project, runs_dir)
-    execute(pipeline, resolved, record, project, progress or SilentProgress(), warm)
+    notifier = notifier or Notifier(config)
+    record = open_record(pipeline, params_file, resolved, reason, project, config.runs_dir)
+    notifier.emit("nbmill.run.started", _subject(record), _run_started(record))
+    try:
+        execute(pipeline, resolved, record, project, progress or SilentProgress(), warm, notifier)
+    finally:
+        kind = "completed" if record.status == "completed" else "failed"
+        notifier.emit(f"nbmill.run.{kind}", _subject(record), _run_finished(record))
+        notifier.close()
     if record.status != "completed":
         error = record.data["error"]
         raise RunError(
@@ -101,9 +118,9 @@ def open_record(
     resolved: dict[str, dict[str, Any]],
     reason: str | None,
     project: Path,
-    runs_dir: str | Path | None,
+    runs_dir: Path,
 ) -> RunRecord:
-    runs = Path(runs_dir) if runs_dir else project / "runs"
+    runs = Path(runs_dir)
     started = utcnow()
     steps = {
         name: {
@@ -147,8 +164,10 @@ def execute(
     project: Path,
     progress: Progress,
     warm: bool = True,
+    notifier: Notifier | None = None,
 ) -> None:
     order = pipeline.order
+    _prefetch_mlflow()
     clock = time.monotonic()
     kernels: dict[str, KernelStart] = {}
     renderer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nbmill-html")
@@ -176,6 +195,12 @@ def execute(
             progress.step_finished(
                 index, len(order), name, status, record.data["steps"][name]["duration_s"]
             )
+            if notifier is not None:
+                notifier.emit(
+                    f"nbmill.step.{status}",
+                    f"{_subject(record)}/steps/{name}",
+                    _step_finished(record, name),
+                )
             if status != "completed":
                 break
     except BaseException as exc:  # Ctrl-C or a bug: never leave the record saying "running"
@@ -195,8 +220,7 @@ def execute(
         write_atomic(record.dir / "index.html", run_index_html(record.data))
         record.data["files"] = hash_tree(record.dir)
         record.save()
-        if record.status != "completed":
-            _mark_mlflow_failed(record)
+        _log_to_mlflow(record)
 
 
 def step_env(record: RunRecord, step: Step, project: Path, pipeline: Pipeline) -> dict[str, str]:
@@ -262,6 +286,7 @@ def _execute_notebook(
     from papermill.exceptions import PapermillExecutionError
     from traitlets.config import Config
 
+    install_papermill_translator()  # ${env:NAME} values are injected as os.environ lookups
     paths = {name: str(record.dir / rel) for name, rel in {**step.inputs, **step.outputs}.items()}
     for rel in step.outputs.values():
         (record.dir / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -274,8 +299,9 @@ def _execute_notebook(
     )
     try:
         with _environment(env), tempfile.TemporaryDirectory(prefix="nbmill-kernel-") as sockets:
-            if kernel is not None:
-                options["km"] = kernel.take()
+            km = kernel.take() if kernel is not None else None
+            if km is not None:
+                options["km"] = km
             else:  # papermill starts the kernel; IPC sockets in a private folder, no TCP port
                 ipc = {"transport": "ipc", "ip": f"{sockets}/kernel"}
                 options["config"] = Config({"KernelManager": ipc})
@@ -330,8 +356,22 @@ def _fail(record: RunRecord, step: str, failure: StepFailure) -> None:
     record.data["error"] = {"step": step, **failure.as_dict()}
 
 
-def _mark_mlflow_failed(record: RunRecord) -> None:
-    """A failed nbmill run must not look finished in MLflow either."""
+RECORD_ARTIFACTS = ("run.json", "index.html", "environment.txt", "html", "notebooks", "metrics")
+
+
+def _prefetch_mlflow() -> None:
+    """Import MLflow's client on the idle core now, so logging the record at the end is quick."""
+    threading.Thread(
+        target=importlib.import_module,
+        args=("mlflow.tracking",),
+        name="nbmill-mlflow-import",
+        daemon=True,
+    ).start()
+
+
+def _log_to_mlflow(record: RunRecord) -> None:
+    """Put the record beside the MLflow run (the UI then shows the rendered notebooks); a failed
+    nbmill run must not look finished in MLflow either."""
     path = record.dir / tracking.MLFLOW_FILE
     if not path.exists():
         return
@@ -339,8 +379,64 @@ def _mark_mlflow_failed(record: RunRecord) -> None:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=info["tracking_uri"])
-    client.set_tag(info["run_id"], "nbmill.status", "failed")
-    client.set_terminated(info["run_id"], status="FAILED")
+    run_id = info["run_id"]
+    client.set_tag(run_id, "nbmill.status", record.status)
+    for name in RECORD_ARTIFACTS:
+        item = record.dir / name
+        if item.is_dir():
+            client.log_artifacts(run_id, str(item), artifact_path=f"nbmill-record/{name}")
+        elif item.is_file():
+            client.log_artifact(run_id, str(item), artifact_path="nbmill-record")
+    if record.status != "completed":
+        client.set_terminated(run_id, status="FAILED")
+
+
+def _subject(record: RunRecord) -> str:
+    return f"runs/{record.id}"
+
+
+def _run_started(record: RunRecord) -> dict[str, Any]:
+    data = record.data
+    return {
+        "run_id": record.id,
+        "run_dir": str(record.dir),
+        "pipeline": data["pipeline"]["name"],
+        "who": data["who"],
+        "why": data["why"],
+        "commit": data["git"]["commit"],
+        "params": {name: step["params"] for name, step in data["steps"].items()},
+    }
+
+
+def _step_finished(record: RunRecord, step: str) -> dict[str, Any]:
+    entry = record.data["steps"][step]
+    return {
+        "run_id": record.id,
+        "step": step,
+        "status": entry["status"],
+        "who": record.data["who"],
+        "why": record.data["why"],
+        "duration_s": entry.get("duration_s"),
+        "outputs": entry.get("outputs", {}),
+        "error": {"step": step, **entry["error"]} if entry.get("error") else None,
+    }
+
+
+def _run_finished(record: RunRecord) -> dict[str, Any]:
+    data = record.data
+    return {
+        "run_id": record.id,
+        "run_dir": str(record.dir),
+        "status": data["status"],
+        "pipeline": data["pipeline"]["name"],
+        "who": data["who"],
+        "why": data["why"],
+        "commit": data["git"]["commit"],
+        "metrics": data["metrics"],
+        "error": data["error"],
+        "files": data.get("files", {}),
+        "run_json_sha256": sha256_file(record.dir / "run.json"),
+    }
 
 
 @contextmanager
