@@ -131,3 +131,22 @@ def test_every_shipped_params_file_resolves_against_the_training_pipeline():
     for path in sorted((ROOT / "params").glob("*.yml")):
         resolved = resolve_params(pipeline, load_params_file(path))
         assert resolved["train"]["alpha"] > 0, path.name
+
+
+def test_an_env_reference_is_kept_as_the_reference_not_the_value(pipeline, monkeypatch):
+    monkeypatch.setenv("NBMILL_TEST_LABEL", "hidden-value")
+    resolved = resolve_params(pipeline, None, ["train.label=${env:NBMILL_TEST_LABEL}"])
+    value = resolved["train"]["label"]
+    assert value == "${env:NBMILL_TEST_LABEL}" and value.value() == "hidden-value"
+
+
+def test_an_env_reference_to_an_unset_variable_fails_before_running(pipeline, monkeypatch):
+    monkeypatch.delenv("NBMILL_TEST_UNSET", raising=False)
+    with pytest.raises(ParamsError, match="NBMILL_TEST_UNSET is not set; export it"):
+        resolve_params(pipeline, None, ["train.label=${env:NBMILL_TEST_UNSET}"])
+
+
+def test_an_env_reference_needs_a_string_parameter(pipeline, monkeypatch):
+    monkeypatch.setenv("NBMILL_TEST_ALPHA", "0.5")
+    with pytest.raises(ParamsError, match="'alpha' is .* the notebook's default \\(1.0\\) is not"):
+        resolve_params(pipeline, None, ["train.alpha=${env:NBMILL_TEST_ALPHA}"])
