@@ -82,6 +82,12 @@ def hash_path(path: Path, relative_to: Path) -> dict[str, str]:
     return {p.relative_to(relative_to).as_posix(): sha256_file(p) for p in files}
 
 
+def tree_digest(folder: Path) -> str:
+    """One sha256 for a folder: over its sorted ``relpath sha256`` lines (a model's identity)."""
+    lines = [f"{rel} {digest}" for rel, digest in sorted(hash_path(folder, folder).items())]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
 def hash_tree(root: Path, exclude: tuple[str, ...] = (RUN_JSON,)) -> dict[str, str]:
     hashes = hash_path(root, root)
     return {
