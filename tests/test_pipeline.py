@@ -165,3 +165,32 @@ def test_the_mlflow_run_is_tagged_with_the_run_id_and_has_the_model(finished):
     loaded = mlflow.pyfunc.load_model(f"models:/{mine[0].model_id}")
     assert loaded.metadata.signature is not None
     assert json.loads((run_dir / "mlflow.json").read_text())["run_id"] == run.info.run_id
+
+
+def test_review_commands_read_the_run(finished):
+    _, run_dir = finished
+    runs_dir = str(run_dir.parent)
+    rows = json.loads(nbmill("runs", "--runs-dir", runs_dir, "--json", cwd=ROOT).stdout)
+    assert [r["id"] for r in rows] == [run_dir.name]
+    assert rows[0]["evaluate.test_r2"] == load_run(run_dir)["metrics"]["evaluate.test_r2"]
+    shown = nbmill("show", "latest", "--runs-dir", runs_dir, cwd=ROOT)
+    assert (
+        shown.returncode == 0 and run_dir.name in shown.stdout and "end-to-end test" in shown.stdout
+    )
+    same = json.loads(
+        nbmill("diff", run_dir.name, "latest", "--runs-dir", runs_dir, "--json", cwd=ROOT).stdout
+    )
+    assert same["params"] == {} and same["data"] == {} and same["environment"]["same"]
+
+
+def test_verify_and_report_cover_the_run(finished):
+    _, run_dir = finished
+    runs_dir = str(run_dir.parent)
+    verified = nbmill("verify", "--runs-dir", runs_dir, cwd=ROOT)
+    assert verified.returncode == 0, verified.stderr
+    assert f"run {run_dir.name}: " in verified.stdout
+    report = nbmill("report", "--runs-dir", runs_dir, cwd=ROOT)
+    assert report.returncode == 0
+    index = (run_dir.parent / "index.html").read_text()
+    assert f'href="{run_dir.name}/index.html"' in index
+    assert "nbmill.run.completed" in (run_dir.parent / "ledger.html").read_text()

@@ -188,7 +188,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     config = _config(args)
     index = write_site(
-        config.runs_dir, list_runs(config.runs_dir), list(Ledger(config.ledger).entries())
+        config.runs_dir,
+        list_runs(config.runs_dir),
+        list(Ledger(config.ledger).entries()),
+        key_metrics=list(config.key_metrics) if config.key_metrics else None,
     )
     print(f"report: {index}")
     return 0
