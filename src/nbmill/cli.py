@@ -197,6 +197,26 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nbmill.serve import serve
+    from nbmill.spec import find_project_dir
+
+    project = find_project_dir(Path.cwd())
+    collect = Path(args.collect_dir) if args.collect_dir else project / "collected"
+    serve(
+        args.model,
+        project,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        collect_dir=None if args.no_collect else collect,
+        announce=lambda line: print(line, flush=True),
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nbmill",
@@ -277,6 +297,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("run", nargs="?", help="one run (default: the ledger and every run)")
     verify.set_defaults(func=cmd_verify)
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve a model over HTTP: POST /score, GET /health, GET /metrics",
+        description="Serve a registered model (NAME@ALIAS or NAME/VERSION), a package made by "
+        "the deploy step, or an MLflow model folder. /score needs 'Authorization: Bearer KEY' "
+        "(KEY from NBMILL_SERVE_KEY, else .nbmill/serve.key, generated on first use).",
+    )
+    serve.add_argument("model", help="NAME@ALIAS, NAME/VERSION, or a package/model folder")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=5001, help="port to listen on (5001)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (1)")
+    serve.add_argument(
+        "--collect-dir",
+        metavar="DIR",
+        help="where scored requests are collected (default: collected/)",
+    )
+    serve.add_argument("--no-collect", action="store_true", help="do not collect requests")
+    serve.set_defaults(func=cmd_serve)
 
     events = review(
         "events",

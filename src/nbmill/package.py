@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from nbmill.errors import NbmillError
-from nbmill.record import hash_path, write_atomic
+from nbmill.record import hash_path, tree_digest, write_atomic
 
 TARGETS = ("local",)
 MANIFEST = "package.json"
@@ -34,6 +34,7 @@ def package_model(
     manifest = {
         "target": target,
         "format": "mlflow",
+        "model_sha256": tree_digest(target_dir / "model"),
         "files": hash_path(target_dir, target_dir),
     }
     write_atomic(target_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n")

@@ -1,0 +1,287 @@
+"""The scoring service over real HTTP on 127.0.0.1: predictions, bad input, auth, integrity,
+collection that survives SIGTERM, and a bounded load test."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nbmill.collect import read_collected
+from nbmill.deploy import free_port, smoke_test
+from nbmill.package import package_model
+from nbmill.serve import InputError, Signature, parse_request
+from nbmill_example import diabetes
+from tests.conftest import ROOT
+
+KEY = "test-key-0123456789"
+SIG = Signature(tuple(diabetes.FEATURES), ("double",) * len(diabetes.FEATURES))
+
+
+def body(columns, data) -> bytes:
+    return json.dumps({"input_data": {"columns": columns, "data": data}}).encode()
+
+
+ROW = [0.03, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, 0.0, 0.02, -0.01]
+
+
+# --- the request parser (pure) ----------------------------------------------------------------
+
+
+def test_the_azure_ml_shape_and_records_give_the_same_matrix():
+    records = json.dumps([dict(zip(diabetes.FEATURES, ROW, strict=True))]).encode()
+    reordered = body(diabetes.FEATURES[::-1], [ROW[::-1]])
+    expected = np.array([ROW])
+    for request in (body(diabetes.FEATURES, [ROW]), records, reordered):
+        assert np.array_equal(parse_request(request, SIG), expected)
+
+
+@pytest.mark.parametrize(
+    ("request_body", "status", "message"),
+    [
+        (b"{not json", 400, "malformed JSON"),
+        (b"", 400, "empty body"),
+        (body(diabetes.FEATURES, []), 400, "no rows to score"),
+        (body(diabetes.FEATURES[:8], [ROW[:8]]), 400, "missing columns: s5, s6"),
+        (body([*diabetes.FEATURES, "zip"], [[*ROW, 1]]), 400, "unexpected columns: zip"),
+        (body(diabetes.FEATURES, [["x", *ROW[1:]]]), 400, "row 0, column 'age': expected a number"),
+        (body(diabetes.FEATURES, [[True, *ROW[1:]]]), 400, "column 'age': expected a number"),
+        (body(diabetes.FEATURES, [[None, *ROW[1:]]]), 400, "column 'age': expected a number"),
+        (
+            b'{"input_data": {"columns": ["age","sex","bmi","bp","s1","s2","s3","s4","s5","s6"],'
+            b' "data": [[NaN, 0, 0, 0, 0, 0, 0, 0, 0, 0]]}}',
+            400,
+            "column 'age': nan is not allowed",
+        ),
+        (body(diabetes.FEATURES, [ROW, ROW[:9]]), 400, "row 1: expected 10 values, got 9"),
+        (body(diabetes.FEATURES, [ROW] * 10_001), 413, "10001 rows is more than the limit"),
+        (b'{"rows": []}', 400, "unknown request shape"),
+    ],
+)
+def test_bad_input_is_a_4xx_naming_the_problem(request_body, status, message):
+    with pytest.raises(InputError) as caught:
+        parse_request(request_body, SIG)
+    assert caught.value.status == status
+    assert message in str(caught.value)
+
+
+# --- the real service -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model")
+    train, test = diabetes.split(diabetes.load(), test_size=0.2, seed=42)
+    fitted = diabetes.fit(train, alpha=1.0)
+    diabetes.save_model(fitted, train, folder / "model")
+    package_model(folder / "model", folder / "package", ROOT / "environment.yml")
+    return {"dir": folder / "package", "fitted": fitted, "test": test}
+
+
+class Server:
+    def __init__(self, model_ref: Path, collect: Path | None, tmp: Path):
+        self.port = free_port()
+        args = [sys.executable, "-m", "nbmill", "serve", str(model_ref), "--port", str(self.port)]
+        args += ["--collect-dir", str(collect)] if collect else ["--no-collect"]
+        self.process = subprocess.Popen(
+            args,
+            cwd=tmp,
+            env={**os.environ, "NBMILL_SERVE_KEY": KEY},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.process.stderr.read()
+            try:
+                if self.get("/health")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError("the service did not become ready in 90 s")
+
+    def get(self, path: str):
+        with urllib.request.urlopen(self.url + path, timeout=5) as response:
+            return response.status, response.read().decode()
+
+    def post(self, data: bytes, key: str | None = KEY) -> tuple[int, dict]:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        request = urllib.request.Request(self.url + "/score", data=data, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(30)
+
+
+@pytest.fixture(scope="module")
+def server(model, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("serve")
+    running = Server(model["dir"], tmp / "collected", tmp)
+    running.wait_ready()
+    running.collect = tmp / "collected"
+    yield running
+    if running.process.poll() is None:
+        running.stop()
+
+
+def test_predictions_match_the_model_in_process(server, model):
+    test = model["test"]
+    status, answer = server.post(body(diabetes.FEATURES, test[diabetes.FEATURES].values.tolist()))
+    assert status == 200
+    expected = model["fitted"].predict(test[diabetes.FEATURES])
+    assert np.max(np.abs(np.array(answer["predictions"]) - expected)) < 1e-9
+
+
+def test_each_bad_input_gets_a_4xx_and_the_service_stays_up(server):
+    cases = [
+        (b"{oops", 400, "malformed JSON"),
+        (body(diabetes.FEATURES[:9], [ROW[:9]]), 400, "missing columns: s6"),
+        (body(diabetes.FEATURES, [["x", *ROW[1:]]]), 400, "expected a number"),
+    ]
+    for data, status, message in cases:
+        got, answer = server.post(data)
+        assert got == status and message in answer["error"], (status, answer)
+    assert server.get("/health")[0] == 200
+
+
+def test_an_oversized_body_is_refused_from_its_length_alone(server):
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + KEY.encode()
+            + b"\r\nContent-Type: application/json\r\nContent-Length: 5000000\r\n\r\n"
+        )
+        reply = b""
+        while not reply.endswith(b"}"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 413") and b"more than the limit" in reply
+    assert server.get("/health")[0] == 200
+
+
+def test_missing_or_wrong_keys_are_refused(server):
+    assert server.post(body(diabetes.FEATURES, [ROW]), key=None)[0] == 401
+    status, answer = server.post(body(diabetes.FEATURES, [ROW]), key="wrong")
+    assert status == 401 and "invalid key" in answer["error"]
+
+
+def test_metrics_count_requests_by_status(server):
+    server.post(body(diabetes.FEATURES, [ROW]))
+    _, text = server.get("/metrics")
+    assert 'nbmill_requests_total{status="200"}' in text
+    assert 'nbmill_requests_total{status="401"}' in text
+    assert 'nbmill_request_latency_seconds_bucket{le="+Inf"}' in text
+
+
+def _post_many(url: str, data: bytes, count: int, statuses: list[int]) -> None:
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    for _ in range(count):
+        connection.request("POST", "/score", data, headers)
+        response = connection.getresponse()
+        response.read()
+        statuses.append(response.status)
+    connection.close()
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_a_bounded_load_has_no_5xx_and_flat_memory(server):
+    data = body(diabetes.FEATURES, [ROW])
+
+    def load(total: int) -> list[int]:
+        statuses: list[int] = []
+        threads = [
+            threading.Thread(target=_post_many, args=(server.url, data, total // 8, statuses))
+            for _ in range(8)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        return statuses
+
+    load(400)  # warm-up
+    before = _rss_kib(server.process.pid)
+    statuses = load(2000)
+    after = _rss_kib(server.process.pid)
+    assert len(statuses) == 2000 and set(statuses) == {200}
+    assert after - before < 20 * 1024, f"RSS grew by {(after - before) / 1024:.1f} MiB"
+
+
+def test_collected_records_are_complete_after_sigterm(model, tmp_path):
+    collect = tmp_path / "collected"
+    running = Server(model["dir"], collect, tmp_path)
+    running.wait_ready()
+    sent = [ROW[:i] + [float(i)] + ROW[i + 1 :] for i in range(10)]
+    for row in sent:
+        assert running.post(body(diabetes.FEATURES, [row]))[0] == 200
+    assert running.post(b"{oops")[0] == 400
+    # SIGTERM right away: the last second's buffer must be flushed. uvicorn shuts down
+    # gracefully, then exits by the same signal (-15), as a service manager expects.
+    assert running.stop() in (0, -signal.SIGTERM)
+    records = read_collected(collect)
+    assert [r["status"] for r in records] == [200] * 10 + [400]
+    assert [r["request"]["input_data"]["data"][0] for r in records[:10]] == sent
+    assert all(len(r["response"]["predictions"]) == 1 and r["latency_ms"] > 0 for r in records[:10])
+
+
+def test_a_tampered_model_is_refused_before_serving(model, tmp_path):
+    import shutil
+
+    package = tmp_path / "package"
+    shutil.copytree(model["dir"], package)
+    target = next(p for p in (package / "model").iterdir() if p.name.startswith("model."))
+    target.write_bytes(target.read_bytes() + b"\0")
+    done = subprocess.run(
+        [sys.executable, "-m", "nbmill", "serve", str(package), "--port", str(free_port())],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "NBMILL_SERVE_KEY": KEY},
+    )
+    assert done.returncode == 1
+    assert "sha256 differs from the package manifest" in done.stderr
+
+
+def test_the_smoke_test_passes_for_the_model_and_fails_for_another(model, tmp_path):
+    test = model["test"].head(20)
+    rows = test[diabetes.FEATURES].values.tolist()
+    expected = model["fitted"].predict(test[diabetes.FEATURES])
+    result = smoke_test(model["dir"], diabetes.FEATURES, rows, expected, cwd=tmp_path)
+    assert result["rows"] == 20 and result["max_abs_diff"] < 1e-9
+    from nbmill.errors import NbmillError
+
+    with pytest.raises(NbmillError, match="served predictions differ"):
+        smoke_test(model["dir"], diabetes.FEATURES, rows, expected + 1.0, cwd=tmp_path)
