@@ -30,3 +30,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return order.index(name) + 1 if name in order else 0
 
     items.sort(key=key)  # stable: tests first, then notebooks in pipeline order
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Notebooks run on their own (nbval) keep their ledger and deployments out of the project:
+    set before nbval starts their kernel."""
+    if str(item.fspath).endswith(".ipynb"):
+        os.environ["NBMILL_RUNS_DIR"] = f"{_store}/runs"
+    else:
+        os.environ.pop("NBMILL_RUNS_DIR", None)

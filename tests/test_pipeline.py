@@ -21,6 +21,8 @@ STEPS = ["prep", "train", "evaluate", "deploy"]
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     runs = tmp_path_factory.mktemp("runs")
+    store = tmp_path_factory.mktemp("mlflow")  # its own registry: this run's model is the first
+    os.environ["NBMILL_E2E_STORE"] = f"sqlite:///{store}/mlflow.db"
     done = nbmill(
         "run",
         "pipelines/training.yml",
@@ -31,6 +33,7 @@ def finished(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
         "--runs-dir",
         str(runs),
         cwd=ROOT,
+        env={"MLFLOW_TRACKING_URI": os.environ["NBMILL_E2E_STORE"]},
     )
     folders = sorted(p for p in runs.iterdir() if (p / "run.json").exists())
     assert len(folders) == 1, done.stderr
@@ -72,8 +75,14 @@ def test_run_json_says_what_ran_with_which_values_by_whom_and_why(finished):
     assert run["why"] == "end-to-end test" and run["who"]
     assert list(run["steps"]) == STEPS
     assert run["steps"]["prep"]["params"] == {"seed": 42, "test_size": 0.2}
-    assert run["steps"]["train"]["params"] == {"alpha": 1.0}  # train declares no seed
-    assert run["steps"]["deploy"]["params"] == {"target": "local"}
+    assert run["steps"]["train"]["params"] == {"alpha": 1.0, "model_name": "diabetes-ridge"}
+    assert run["steps"]["evaluate"]["params"] == {
+        "model_name": "diabetes-ridge",
+        "metric": "r2",
+        "greater_is_better": True,
+        "min_improvement": 0.0,
+    }
+    assert run["steps"]["deploy"]["params"] == {"target": "local", "model_name": "diabetes-ridge"}
     for step in STEPS:
         entry = run["steps"][step]
         assert entry["status"] == "completed", step
@@ -139,14 +148,14 @@ def test_metrics_are_recorded_and_plausible(finished):
     assert metrics["prep.rows_train"] + metrics["prep.rows_test"] == 442
     assert metrics["evaluate.test_r2"] > 0.3
     assert 0 < metrics["evaluate.test_rmse"] < 100
-    assert metrics["deploy.smoke_max_abs_diff"] == 0
+    assert metrics["deploy.smoke_max_abs_diff"] <= 1e-9
 
 
 def test_the_mlflow_run_is_tagged_with_the_run_id_and_has_the_model(finished):
     import mlflow
 
     _, run_dir = finished
-    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    mlflow.set_tracking_uri(os.environ["NBMILL_E2E_STORE"])
     runs = mlflow.search_runs(
         search_all_experiments=True,
         output_format="list",
@@ -194,3 +203,33 @@ def test_verify_and_report_cover_the_run(finished):
     index = (run_dir.parent / "index.html").read_text()
     assert f'href="{run_dir.name}/index.html"' in index
     assert "nbmill.run.completed" in (run_dir.parent / "ledger.html").read_text()
+
+
+def test_the_first_model_is_registered_promoted_and_deployed_locally(finished):
+    _, run_dir = finished
+    run = load_run(run_dir)
+    assert run["metrics"]["train.model_version"] == 1
+    assert run["metrics"]["evaluate.promoted"] == 1 and run["metrics"]["deploy.deployed"] == 1
+    assert run["metrics"]["deploy.smoke_max_abs_diff"] <= 1e-9
+    deployment = json.loads((run_dir.parent / "deployments" / "local.json").read_text())
+    assert deployment["version"] == "1" and deployment["run_id"] == run_dir.name
+    package = json.loads((run_dir / "package" / "package.json").read_text())
+    assert deployment["model_sha256"] == package["model_sha256"]
+    events = json.loads(
+        nbmill(
+            "events",
+            "--runs-dir",
+            str(run_dir.parent),
+            "--type",
+            "nbmill.model.*",
+            "--json",
+            cwd=ROOT,
+        ).stdout
+    )
+    moves = [(e["type"], e["data"].get("alias")) for e in events]
+    assert moves[0] == ("nbmill.model.registered", None)
+    assert {("nbmill.model.promoted", "staging"), ("nbmill.model.promoted", "production")} <= set(
+        moves
+    )
+    assert moves[-1][0] == "nbmill.model.deployed"
+    assert all(e["data"]["who"] and e["data"]["why"] == "end-to-end test" for e in events)

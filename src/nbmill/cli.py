@@ -197,6 +197,56 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _project():
+    from pathlib import Path
+
+    from nbmill.spec import find_project_dir
+
+    return find_project_dir(Path.cwd())
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from nbmill.registry import list_models
+    from nbmill.review import format_table
+
+    rows = list_models(args.name, project_dir=_project())
+    if args.json:
+        _print_json(rows)
+        return 0
+    table = [
+        {
+            "name": r["name"],
+            "version": r["version"],
+            "aliases": ",".join(r["aliases"]),
+            "run": r["run_id"] or "",
+            "created": r["created"],
+            **{k: v for k, v in r["metrics"].items() if k.startswith("evaluate.")},
+        }
+        for r in rows
+    ]
+    print(format_table(table) if table else "no registered models")
+    return 0
+
+
+def _print_move(move) -> None:
+    before = f" (was version {move.previous_version})" if move.previous_version else ""
+    print(f"{move.model}@{move.alias} -> version {move.version}{before}; by {move.who}: {move.why}")
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from nbmill.registry import promote
+
+    _print_move(promote(args.name, args.version, args.to, args.reason, project_dir=_project()))
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from nbmill.registry import rollback
+
+    _print_move(rollback(args.name, args.reason, project_dir=_project()))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -297,6 +347,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("run", nargs="?", help="one run (default: the ledger and every run)")
     verify.set_defaults(func=cmd_verify)
+
+    models = sub.add_parser(
+        "models",
+        help="list registered model versions",
+        description="Registered versions: aliases, nbmill run, metrics.",
+    )
+    models.add_argument("name", nargs="?", help="one model (default: all)")
+    json_flag(models)
+    models.set_defaults(func=cmd_models)
+
+    promote = sub.add_parser(
+        "promote",
+        help="move an alias (production) to a model version",
+        description="Move an alias to a version; the move is recorded in "
+        "the ledger (nbmill.model.promoted) with who and why.",
+    )
+    promote.add_argument("name", help="registered model name")
+    promote.add_argument("version", help="version to promote")
+    promote.add_argument("--to", default="production", help="alias to move (production)")
+    promote.add_argument("--reason", required=True, help="why (kept in the ledger)")
+    promote.set_defaults(func=cmd_promote)
+
+    rollback = sub.add_parser(
+        "rollback",
+        help="move production back to the previous version",
+        description="Move the production alias back to the version that "
+        "held it before; recorded in the ledger.",
+    )
+    rollback.add_argument("name", help="registered model name")
+    rollback.add_argument("--reason", required=True, help="why (kept in the ledger)")
+    rollback.set_defaults(func=cmd_rollback)
 
     serve = sub.add_parser(
         "serve",

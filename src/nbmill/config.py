@@ -17,6 +17,7 @@ A params file's own ``notify:`` list adds sinks for that environment.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from nbmill.secret import EnvRef, env_ref
 from nbmill.spec import load_yaml
 
 CONFIG_FILE = "nbmill.yml"
+ENV_RUNS_DIR = "NBMILL_RUNS_DIR"  # overrides runs_dir (and with it the ledger's default place)
 CONFIG_KEYS = {"runs_dir", "ledger", "key_metrics", "notify"}
 SINK_TYPES = ("webhook", "azure-devops")
 FORMATS = ("cloudevents", "teams", "slack")
@@ -108,6 +110,8 @@ def load_config(project_dir: Path, runs_dir: Path | None = None) -> ProjectConfi
                 f"{path}: unknown setting '{unknown[0]}' "
                 f"(settings: {', '.join(sorted(CONFIG_KEYS))})"
             )
+    if runs_dir is None and os.environ.get(ENV_RUNS_DIR):
+        runs_dir = Path(os.environ[ENV_RUNS_DIR])
     runs = Path(runs_dir) if runs_dir else project_dir / str(raw.get("runs_dir", "runs"))
     runs = runs.resolve()
     ledger = raw.get("ledger")

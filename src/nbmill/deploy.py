@@ -123,7 +123,7 @@ def smoke_test(
 
 def deploy_local(
     package_dir: Path,
-    project_dir: Path,
+    deployments_dir: Path,
     columns: list[str],
     rows: list[list[float]],
     expected: np.ndarray,
@@ -133,10 +133,11 @@ def deploy_local(
     run_id: str,
     notifier=None,
     reason: str = "",
+    cwd: Path | None = None,
 ) -> dict[str, Any]:
     """Smoke-test the package, then make it the local deployment and announce it."""
     package_dir = Path(package_dir).resolve()
-    smoke = smoke_test(package_dir, columns, rows, expected, cwd=project_dir)
+    smoke = smoke_test(package_dir, columns, rows, expected, cwd=cwd)
     manifest = json.loads((package_dir / "package.json").read_text(encoding="utf-8"))
     deployment = {
         "target": "local",
@@ -151,7 +152,7 @@ def deploy_local(
         "smoke_test": smoke,
         "serve": f"nbmill serve {package_dir}",
     }
-    target = Path(project_dir) / "deployments" / "local.json"
+    target = Path(deployments_dir) / "local.json"
     previous = json.loads(target.read_text()) if target.exists() else None
     write_atomic(target, json.dumps(deployment, indent=2) + "\n")
     if notifier is not None:
@@ -163,9 +164,65 @@ def deploy_local(
                     k: deployment[k]
                     for k in ("target", "model", "version", "run_id", "who", "why", "model_sha256")
                 },
-                "alias": None,
                 "previous_version": previous.get("version") if previous else None,
                 "smoke_test": smoke,
             },
         )
     return deployment
+
+
+def deploy_candidate(
+    model_name: str,
+    model_dir: Path,
+    package_dir: Path,
+    frame,
+    columns: list[str],
+    target: str = "local",
+) -> dict[str, Any]:
+    """The deploy step: package this run's model; if the gate promoted it, smoke-test and deploy.
+
+    A candidate the gate did not promote is packaged but not deployed (the step still succeeds
+    and says why); a failed smoke test raises, leaving the previous deployment in place.
+    """
+    from nbmill import package, registry, tracking
+
+    ctx = tracking.context()
+    version = registry.find_candidate(model_name, model_dir)
+    (row,) = [r for r in registry.list_models(model_name) if r["version"] == version]
+    package.package_model(model_dir, package_dir, ctx.project_dir / "environment.yml", target)
+    if "staging" not in row["aliases"] and "production" not in row["aliases"]:
+        tracking.log_metrics({"deployed": 0})
+        return {
+            "deployed": False,
+            "model": model_name,
+            "version": version,
+            "why": f"not promoted by the gate: {row['gate'] or 'no decision recorded'}",
+        }
+    import mlflow.pyfunc
+
+    features = frame[columns]
+    expected = np.asarray(mlflow.pyfunc.load_model(str(model_dir)).predict(features))
+    with tracking.emitter(ctx.project_dir) as notifier:
+        deployment = deploy_local(
+            package_dir,
+            tracking.runs_dir(ctx.project_dir) / "deployments",
+            columns,
+            features.values.tolist(),
+            expected,
+            model=model_name,
+            version=version,
+            run_id=ctx.run_id,
+            notifier=notifier,
+            reason=tracking.run_json(ctx).get("why", ""),
+            cwd=ctx.project_dir,
+        )
+    smoke = deployment["smoke_test"]
+    tracking.log_metrics(
+        {
+            "deployed": 1,
+            "smoke_rows": smoke["rows"],
+            "smoke_max_abs_diff": smoke["max_abs_diff"],
+            "smoke_latency_ms": smoke["latency_ms"],
+        }
+    )
+    return {"deployed": True, **deployment}

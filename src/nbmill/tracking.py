@@ -11,7 +11,8 @@ import json
 import math
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -145,6 +146,57 @@ def mlflow_run(experiment: str | None = None):
         + "\n",
     )
     return active
+
+
+def run_json(ctx: StepContext | None = None) -> dict[str, Any]:
+    """This run's run.json, or {} outside a run."""
+    ctx = ctx or context()
+    path = ctx.run_dir / "run.json"
+    if ctx.interactive or not path.exists():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def runs_dir(project_dir: Path | None = None) -> Path:
+    """Where this run's folder lives (so --runs-dir is respected), else the project's."""
+    from nbmill.config import load_config
+
+    ctx = context()
+    if not ctx.interactive:
+        return ctx.run_dir.parent
+    return load_config(Path(project_dir or ctx.project_dir)).runs_dir
+
+
+def notifier(project_dir: Path | None = None):
+    """A Notifier on the ledger (and sinks) of the run this code runs in, else the project's."""
+    from nbmill.config import load_config
+    from nbmill.events import Notifier
+    from nbmill.params import load_params_file
+
+    ctx = context()
+    project = Path(project_dir or ctx.project_dir).resolve()
+    if ctx.interactive or ctx.project_dir.resolve() != project:
+        return Notifier(load_config(project))
+    config = load_config(project, ctx.run_dir.parent)  # as the runner saw it: --runs-dir
+    params_file = (run_json(ctx).get("params_file") or {}).get("file")
+    if params_file and (project / params_file).is_file():
+        notify = load_params_file(project / params_file).sections.get("notify")
+        if notify:
+            config = config.with_sinks(notify, params_file)
+    return Notifier(config)
+
+
+@contextmanager
+def emitter(project_dir: Path | None = None, given=None) -> Iterator[Any]:
+    """``given`` if a Notifier was passed in, else one of ``notifier()``, closed afterwards."""
+    if given is not None:
+        yield given
+        return
+    own = notifier(project_dir)
+    try:
+        yield own
+    finally:
+        own.close()
 
 
 def pinned_requirements(*distributions: str) -> list[str]:

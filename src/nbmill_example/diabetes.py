@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,11 @@ def evaluate(model: Pipeline, test: pd.DataFrame) -> dict[str, float]:
         "rmse": float(np.sqrt(mean_squared_error(actual, predicted))),
         "mae": float(mean_absolute_error(actual, predicted)),
     }
+
+
+def scorer(test: pd.DataFrame) -> Callable[[str | Path], dict[str, float]]:
+    """Scores a saved model folder on ``test``: the same rows for every model a gate compares."""
+    return lambda path: evaluate(load_model(path), test)
 
 
 def predictions(model: Pipeline, test: pd.DataFrame) -> pd.DataFrame:
