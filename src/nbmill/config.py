@@ -24,7 +24,7 @@ from typing import Any
 
 from nbmill.errors import NbmillError
 from nbmill.secret import EnvRef, env_ref
-from nbmill.spec import load_yaml
+from nbmill.yamlfile import load_yaml, reject_unknown
 
 CONFIG_FILE = "nbmill.yml"
 ENV_RUNS_DIR = "NBMILL_RUNS_DIR"  # overrides runs_dir (and with it the ledger's default place)
@@ -98,18 +98,10 @@ def load_config(project_dir: Path, runs_dir: Path | None = None) -> ProjectConfi
     path = project_dir / CONFIG_FILE
     raw: dict[str, Any] = {}
     if path.exists():
-        try:
-            raw = load_yaml(path, "config") or {}
-        except NbmillError as exc:
-            raise ConfigError(str(exc)) from None
+        raw = load_yaml(path, "config", ConfigError) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of settings")
-        unknown = sorted(set(map(str, raw)) - CONFIG_KEYS)
-        if unknown:
-            raise ConfigError(
-                f"{path}: unknown setting '{unknown[0]}' "
-                f"(settings: {', '.join(sorted(CONFIG_KEYS))})"
-            )
+        reject_unknown(raw, CONFIG_KEYS, str(path), ConfigError, "setting")
     if runs_dir is None and os.environ.get(ENV_RUNS_DIR):
         runs_dir = Path(os.environ[ENV_RUNS_DIR])
     runs = Path(runs_dir) if runs_dir else project_dir / str(raw.get("runs_dir", "runs"))
@@ -148,11 +140,7 @@ def parse_sinks(raw: Any, where: str) -> tuple[SinkConfig, ...]:
 def _parse_sink(item: Any, at: str) -> SinkConfig:
     if not isinstance(item, dict):
         raise ConfigError(f"{at}: expected a mapping with 'name' and 'type'")
-    unknown = sorted(set(map(str, item)) - SINK_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"{at}: unknown field '{unknown[0]}' (fields: {', '.join(sorted(SINK_KEYS))})"
-        )
+    reject_unknown(item, SINK_KEYS, at, ConfigError)
     name, kind = item.get("name"), item.get("type")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{at}: 'name' is required")

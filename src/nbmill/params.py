@@ -18,7 +18,8 @@ import yaml
 from nbmill.errors import ParamsError
 from nbmill.notebook import UNKNOWN, Parameter, declared_parameters
 from nbmill.secret import env_ref
-from nbmill.spec import IDENTIFIER, Pipeline, load_yaml
+from nbmill.spec import IDENTIFIER, Pipeline
+from nbmill.yamlfile import load_yaml, reject_unknown
 
 PARAMS_FILE_KEYS = {"params", "steps", "notify"}
 
@@ -44,21 +45,18 @@ class Layer:
 
 def load_params_file(path: str | Path) -> ParamsFile:
     path = Path(path)
-    try:
-        raw = load_yaml(path, "params")
-    except Exception as exc:  # SpecError from load_yaml: re-raise as a params problem
-        raise ParamsError(str(exc)) from None
-    raw = raw or {}
+    raw = load_yaml(path, "params", ParamsError) or {}
     where = str(path)
     if not isinstance(raw, dict):
         raise ParamsError(f"{where}: expected a mapping with 'params' and/or 'steps'")
-    unknown = sorted(set(map(str, raw)) - PARAMS_FILE_KEYS)
-    if unknown:
-        raise ParamsError(
-            f"{where}: unknown section '{unknown[0]}' "
-            f"(allowed: {', '.join(sorted(PARAMS_FILE_KEYS))};"
-            " put pipeline-wide values under 'params:' and per-step values under 'steps: <step>:')"
-        )
+    reject_unknown(
+        raw,
+        PARAMS_FILE_KEYS,
+        where,
+        ParamsError,
+        "section",
+        "pipeline-wide values go under 'params:', per-step ones under 'steps: <step>:'",
+    )
     params = _values(raw.get("params"), f"{where}: 'params'")
     steps_raw = raw.get("steps") or {}
     if not isinstance(steps_raw, dict):

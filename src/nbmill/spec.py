@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import yaml
-
 from nbmill.errors import SpecError
+from nbmill.yamlfile import load_yaml, reject_unknown
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -60,22 +59,11 @@ class Pipeline:
         return topological_order({s.name: s.needs for s in self.steps.values()})
 
 
-def load_yaml(path: Path, what: str) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError(f"{path}: {what} file not found") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML: {exc}") from None
-
-
 def load_pipeline(path: str | Path, project_dir: Path | None = None) -> Pipeline:
     """Read and validate a pipeline file; notebook paths are resolved against the project."""
     path = Path(path)
     project_dir = Path(project_dir) if project_dir else find_project_dir(path)
-    raw = load_yaml(path, "pipeline")
+    raw = load_yaml(path, "pipeline", SpecError)
     return parse_pipeline(raw, path, project_dir)
 
 
@@ -83,7 +71,7 @@ def parse_pipeline(raw: Any, path: Path, project_dir: Path) -> Pipeline:
     where = str(path)
     if not isinstance(raw, dict):
         raise SpecError(f"{where}: expected a mapping with 'name' and 'steps'")
-    _no_unknown_keys(raw, PIPELINE_KEYS, where)
+    reject_unknown(raw, PIPELINE_KEYS, where, SpecError)
     name = raw.get("name")
     if not isinstance(name, str) or not NAME.match(name):
         raise SpecError(f"{where}: 'name' must be a word of letters, digits, '-' or '_'")
@@ -111,7 +99,7 @@ def _parse_step(name: str, body: Any, where: str, project_dir: Path) -> Step:
         raise SpecError(f"{at}: a step name is a word of letters, digits, '-' or '_'")
     if not isinstance(body, dict):
         raise SpecError(f"{at}: expected a mapping with at least 'notebook'")
-    _no_unknown_keys(body, STEP_KEYS, at)
+    reject_unknown(body, STEP_KEYS, at, SpecError)
     notebook = body.get("notebook")
     if not isinstance(notebook, str) or not notebook.endswith(".ipynb"):
         raise SpecError(f"{at}: 'notebook' must be the path of an .ipynb file")
@@ -132,14 +120,6 @@ def _parse_step(name: str, body: Any, where: str, project_dir: Path) -> Step:
         params=_mapping(body.get("params", {}), f"{at}: 'params'"),
         description=str(body.get("description", "")),
     )
-
-
-def _no_unknown_keys(raw: dict, allowed: set[str], at: str) -> None:
-    unknown = sorted(set(map(str, raw)) - allowed)
-    if unknown:
-        raise SpecError(
-            f"{at}: unknown field '{unknown[0]}' (allowed: {', '.join(sorted(allowed))})"
-        )
 
 
 def _mapping(value: Any, at: str) -> dict[str, Any]:
