@@ -63,20 +63,21 @@ STARTUP_TIMEOUT_S = 180.0
 CEILING_FACTOR = 10
 
 # azmlinfsrv binds 0.0.0.0 with no flag to change it: this launcher sets its host to 127.0.0.1
-# (and, with --peer-logging off, silences its per-request log lines) before running its CLI.
+# before running its CLI. With --peer-logging off it also puts a logging.json in the app root
+# (the working directory), azmlinfsrv's documented way to override its logging, with its
+# per-request loggers at WARNING.
 AZML_LAUNCHER = """
-import logging, os, sys
+import json, os, sys
 from azureml_inference_server_http import amlserver
+from azureml_inference_server_http.constants import PACKAGE_ROOT
 amlserver.DEFAULT_HOST = "127.0.0.1"
 if os.environ.get("BENCH_QUIET") == "1":
-    import gunicorn.glogging
-    gunicorn.glogging.Logger.access = lambda *args, **kwargs: None
-    _load = amlserver.load_logging_config
-    def _quiet(*args, **kwargs):
-        result = _load(*args, **kwargs)
-        logging.getLogger("azmlinfsrv").setLevel(logging.WARNING)
-        return result
-    amlserver.load_logging_config = _quiet
+    with open(os.path.join(PACKAGE_ROOT, "logging.json")) as handle:
+        config = json.load(handle)
+    for name in ("azmlinfsrv", "gunicorn.access"):
+        config["loggers"][name]["level"] = "WARNING"
+    with open("logging.json", "w") as handle:
+        json.dump(config, handle)
 sys.argv[0] = "azmlinfsrv"
 amlserver.run()
 """
@@ -371,7 +372,7 @@ def ensure_azml_venv(log: Callable[[str], None]) -> str | None:
     if python.exists() and stamp.exists() and json.loads(stamp.read_text()) == wanted:
         return None
     base = getattr(sys, "_base_executable", None) or shutil.which("python3") or sys.executable
-    log(f"setting up {AZML_VENV.relative_to(ROOT)} ({' '.join(wanted)}); this takes a minute")
+    log(f"setting up {AZML_VENV} ({' '.join(wanted)}); this takes a minute")
     steps = []
     if not python.exists():
         steps.append([base, "-m", "venv", str(AZML_VENV)])
@@ -391,7 +392,8 @@ def make_server(name: str, model_dir: Path, port: int, args, scratch: Path) -> S
     if name == "nbmill":
         argv = [str(BIN / "nbmill"), "serve", str(model_dir), "--host", HOST, "--port", str(port)]
         argv += ["--workers", workers]
-        argv += ["--no-collect"] if args.nbmill_no_collect else ["--collect-dir", str(scratch)]
+        collect = ["--collect-dir", str(scratch / "collected")]
+        argv += ["--no-collect"] if args.nbmill_no_collect else collect
         return Server(
             name,
             argv,
@@ -411,7 +413,9 @@ def make_server(name: str, model_dir: Path, port: int, args, scratch: Path) -> S
         argv += ["--entry_script", str(SCORE_SCRIPT), "--model_dir", str(model_dir)]
         argv += ["--port", str(port), "--worker_count", workers]
         env = {"BENCH_QUIET": "1" if quiet else "0"}
-        return Server(name, argv, "/score", "/", "input_data", env=env, cwd=scratch)
+        app_root = scratch / "azml-app"
+        app_root.mkdir(exist_ok=True)
+        return Server(name, argv, "/score", "/", "input_data", env=env, cwd=app_root)
     if name == "constant":
         argv = [sys.executable, str(Path(__file__).resolve()), "--constant-server", str(port)]
         return Server(name, argv, "/score", "/", "input_data")
@@ -423,7 +427,7 @@ class Running:
 
     def __init__(self, server: Server, port: int, log_path: Path):
         self.server, self.port, self.log_path = server, port, log_path
-        self.log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.log = open(log_path, "wb")  # closed in stop()
         self.process = subprocess.Popen(
             server.argv,
             cwd=server.cwd,
@@ -440,15 +444,15 @@ class Running:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 return f"exited with {self.process.returncode}:\n{self.log_tail()}"
+            connection = http.client.HTTPConnection(HOST, self.port, timeout=2)
             try:
-                connection = http.client.HTTPConnection(HOST, self.port, timeout=2)
                 connection.request("GET", self.server.health)
                 if connection.getresponse().status == 200:
-                    connection.close()
                     return None
-                connection.close()
-            except OSError:
+            except (OSError, http.client.HTTPException):
                 pass
+            finally:
+                connection.close()
             time.sleep(0.25)
         return f"not ready after {timeout_s:g} s:\n{self.log_tail()}"
 
@@ -568,6 +572,7 @@ class Row:
     rows: int
     outcome: Outcome | None = None
     server_cpu_s: float = 0.0
+    other_cpu_s: float = 0.0  # everything else on the machine meanwhile
     unavailable: str = ""
 
     @property
@@ -579,26 +584,26 @@ class Row:
         return percentile(sorted(self.outcome.latencies), q) * 1000 if self.outcome else math.nan
 
 
-def busy_cores(seconds: float = 1.0) -> float:
-    """How many cores' worth of CPU the machine used over ``seconds`` (other work, here)."""
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (all cores, all processes)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:8]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")  # less idle, iowait
 
-    def sample() -> tuple[int, int]:
-        values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-        return sum(values), values[3] + values[4]  # total, idle + iowait
 
-    try:
-        total, idle = sample()
-        time.sleep(seconds)
-        total2, idle2 = sample()
-    except OSError:
-        return math.nan
-    return (1 - (idle2 - idle) / max(1, total2 - total)) * (os.cpu_count() or 1)
+def wait_quiet(limit_s: float, log: Callable[[str], None], name: str) -> None:
+    """Wait (at most ``limit_s``) until other processes use under 0.2 cores for a second."""
+    deadline, busy = time.monotonic() + limit_s, math.nan
+    while True:
+        before = machine_busy_seconds()
+        time.sleep(1.0)
+        busy = machine_busy_seconds() - before
+        if busy < 0.2 or time.monotonic() > deadline:
+            break
+    if busy >= 0.2:
+        log(f"warning: other processes use {busy:.1f} cores before {name}: expect noise")
 
 
 def bench_server(name, model_dir, columns, scenarios, args, scratch, loop, log) -> list[Row]:
-    busy = busy_cores()
-    if busy > 0.2:
-        log(f"warning: other processes use {busy:.1f} cores before {name}: numbers will be noisy")
     port = free_port()
     server = make_server(name, model_dir, port, args, scratch)
     running = Running(server, port, scratch / f"{name}.log")
@@ -618,11 +623,16 @@ def bench_server(name, model_dir, columns, scenarios, args, scratch, loop, log) 
                 log(f"{name} {scenario.name}: warm-up errors: {warm.errors} ({warm.first_error})")
             # the ceiling gets more requests: at its speed the default count is a blip
             count = scenario.count * (CEILING_FACTOR if name == "constant" else 1)
-            cpu = running.cpu_seconds()
+            wait_quiet(args.wait_quiet, log, f"{name} {scenario.name}")
+            cpu, machine_cpu = running.cpu_seconds(), machine_busy_seconds()
             outcome = loop.run_until_complete(
                 drive(port, requests, count, args.concurrency, args.time_limit)
             )
             row = Row(name, scenario.name, scenario.rows, outcome, running.cpu_seconds() - cpu)
+            row.other_cpu_s = max(
+                0.0,
+                machine_busy_seconds() - machine_cpu - outcome.client_cpu_s - row.server_cpu_s,
+            )
             outcome.errors += warm.errors
             outcome.first_error = outcome.first_error or warm.first_error
             if outcome.first_error:
@@ -646,18 +656,19 @@ def fmt(value: float, digits: int = 0) -> str:
 def table(rows: list[Row], label: dict[str, str]) -> list[str]:
     lines = [
         "| server | scenario | req/s | rows/s | p50 ms | p99 ms | errors "
-        "| client CPU | server CPU |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| client CPU | server CPU | other CPU |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         if r.unavailable:
-            lines.append(f"| {label[r.server]} | {r.scenario} | {r.unavailable} | | | | | | |")
+            lines.append(f"| {label[r.server]} | {r.scenario} | {r.unavailable} | | | | | | | |")
             continue
         o = r.outcome
         lines.append(
             f"| {label[r.server]} | {r.scenario} | {fmt(r.rps)} | {fmt(r.rps * r.rows)} "
             f"| {fmt(r.p(50), 2)} | {fmt(r.p(99), 2)} | {o.errors} "
-            f"| {o.client_cpu_s / o.wall_s:.0%} | {r.server_cpu_s / o.wall_s:.0%} |"
+            f"| {o.client_cpu_s / o.wall_s:.0%} | {r.server_cpu_s / o.wall_s:.0%} "
+            f"| {r.other_cpu_s / o.wall_s:.0%} |"
         )
     return lines
 
@@ -717,6 +728,12 @@ def main(argv: list[str] | None = None) -> int:
         help="serve without nbmill's request collection (default: collect, as deployed)",
     )
     parser.add_argument("--no-ceiling", action="store_true", help="skip the constant server row")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=120.0,
+        help="before each server, wait up to this many seconds for other work to stop (120)",
+    )
     parser.add_argument("--log-dir", help="keep each server's log here (default: discarded)")
     parser.add_argument("--constant-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
