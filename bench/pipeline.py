@@ -8,7 +8,9 @@
 - papermill CLI x4      the same notebooks, one `papermill` call per step, in order
 - plain script          the same code in one Python process (no notebooks, no record)
 
-All four log to one MLflow sqlite store, created before timing starts. Figures, not asserts.
+Every timed run gets a new MLflow store (created before its timer starts), so each registers
+the first version of its model, which the gate promotes and the deploy step smoke-tests over
+HTTP: all four do the same work. Figures, not asserts.
 """
 
 from __future__ import annotations
@@ -87,10 +89,29 @@ def papermill_steps(out: Path) -> list[list[str]]:
     return commands
 
 
+def fresh_store(folder: Path) -> dict[str, str]:
+    """Environment for one timed run: its own MLflow store (created now, untimed) and runs dir."""
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db",
+        "NBMILL_RUNS_DIR": str(folder / "runs"),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [sys.executable, "-c", "import mlflow; mlflow.search_experiments()"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    return env
+
+
 def timed(commands: list[list[str]], env: dict[str, str]) -> float:
     start = time.perf_counter()
     for command in commands:
-        subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True)
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"failed: {' '.join(command)}\n{done.stderr[-2000:]}")
     return time.perf_counter() - start
 
 
@@ -99,34 +120,24 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="nbmill-bench-"))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlflow.db"}
-    subprocess.run(
-        [sys.executable, "-c", "import mlflow; mlflow.search_experiments()"],
-        env=env,
-        check=True,
-        capture_output=True,
-    )  # create the store untimed
 
-    def variants(i: int) -> dict[str, list[list[str]]]:
-        out = work / str(i)
+    def variants(out: Path) -> dict[str, list[list[str]]]:
         return {
-            "nbmill run": [nbmill(out / "warm")],
-            "nbmill run --no-warm": [nbmill(out / "cold", "--no-warm")],
+            "nbmill run": [nbmill(out / "runs")],
+            "nbmill run --no-warm": [nbmill(out / "runs", "--no-warm")],
             "papermill CLI x4": papermill_steps(out / "papermill"),
             "plain script": [
-                [
-                    sys.executable,
-                    str(ROOT / "bench" / "plain_pipeline.py"),
-                    str(out / "plain"),
-                    str(ROOT),
-                ]
+                [sys.executable, str(ROOT / "bench" / "plain_pipeline.py"), str(out / "plain")]
             ],
         }
 
-    times: dict[str, list[float]] = {name: [] for name in variants(0)}
+    names = list(variants(work))
+    times: dict[str, list[float]] = {name: [] for name in names}
     for i in range(args.repeat):  # interleaved, so drift on the machine hits every variant
-        for name, commands in variants(i).items():
-            times[name].append(timed(commands, env))
+        for v, name in enumerate(names):
+            out = work / f"{i}-{v}"
+            env = fresh_store(out)
+            times[name].append(timed(variants(out)[name], env))
             print(
                 f"  run {i + 1}/{args.repeat}  {name:<22} {times[name][-1]:6.1f} s", file=sys.stderr
             )

@@ -1,4 +1,4 @@
-"""Deploy a packaged model to a target after a smoke test over real HTTP.
+"""Deploy a packaged model to a target after a smoke test over real HTTP (imports MLflow).
 
 ``deploy_local``: start ``nbmill serve`` on a free port, score held-out rows, compare with the
 in-process model's predictions, stop it. Only if that passes is ``deployments/local.json``
@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import mlflow.pyfunc
 import numpy as np
 
 from nbmill.errors import NbmillError
@@ -46,79 +47,94 @@ def _request(url: str, body: bytes | None = None, key: str | None = None, timeou
         return response.status, response.read()
 
 
-def smoke_test(
-    package_dir: Path,
-    columns: list[str],
-    rows: list[list[float]],
-    expected: np.ndarray,
-    cwd: Path | None = None,
-) -> dict[str, Any]:
-    """Serve the package on 127.0.0.1, score ``rows``, compare with ``expected``; stop it."""
-    port, key = free_port(), secrets.token_urlsafe(24)
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "nbmill",
-            "serve",
-            str(package_dir),
-            "--port",
-            str(port),
-            "--no-collect",
-        ],
-        env={**os.environ, "NBMILL_SERVE_KEY": key},
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
+class Service:
+    """``nbmill serve`` for a package, started in a child process on a free 127.0.0.1 port."""
+
+    def __init__(self, package_dir: Path, cwd: Path | None = None):
+        self.port, self.key = free_port(), secrets.token_urlsafe(24)
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "nbmill",
+                "serve",
+                str(package_dir),
+                "--port",
+                str(self.port),
+                "--no-collect",
+            ],
+            env={**os.environ, "NBMILL_SERVE_KEY": self.key},
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
         while True:
-            if server.poll() is not None:
+            if self.process.poll() is not None:
                 raise NbmillError(
-                    f"smoke test: the service did not start: {server.stderr.read().strip()[-500:]}"
+                    f"smoke test: the service did not start: "
+                    f"{self.process.stderr.read().strip()[-500:]}"
                 )
             try:
-                if _request(f"{base}/health", timeout=2)[0] == 200:
-                    break
+                if _request(f"{self.base}/health", timeout=2)[0] == 200:
+                    return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             if time.monotonic() > deadline:
-                raise NbmillError(f"smoke test: no answer on {base}/health in {START_TIMEOUT_S}s")
-            time.sleep(0.2)
+                raise NbmillError(f"smoke test: no answer on {self.base}/health in {timeout}s")
+            time.sleep(0.1)
+
+    def score(self, columns: list[str], rows: list[list[float]]) -> tuple[np.ndarray, float]:
         body = json.dumps({"input_data": {"columns": columns, "data": rows}}).encode()
         began = time.perf_counter()
         try:
-            status, answer = _request(f"{base}/score", body, key)
+            _, answer = _request(f"{self.base}/score", body, self.key)
         except urllib.error.HTTPError as exc:
             raise NbmillError(
                 f"smoke test: /score answered {exc.code}: {exc.read()[:300]!r}"
             ) from None
         latency_ms = (time.perf_counter() - began) * 1000
-        served = np.asarray(json.loads(answer)["predictions"], dtype=float)
-        if served.shape != np.asarray(expected).shape:
-            raise NbmillError(
-                f"smoke test: {served.shape} predictions, expected {np.asarray(expected).shape}"
-            )
+        return np.asarray(json.loads(answer)["predictions"], dtype=float), latency_ms
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def smoke_test(
+    package_dir: Path,
+    columns: list[str],
+    rows: list[list[float]],
+    expected,
+    cwd: Path | None = None,
+) -> dict[str, Any]:
+    """Serve the package on 127.0.0.1, score ``rows``, compare with ``expected``; stop it.
+
+    ``expected`` may be a callable computing the predictions: it then runs while the service
+    starts.
+    """
+    service = Service(package_dir, cwd)
+    try:
+        expected = np.asarray(expected() if callable(expected) else expected, dtype=float)
+        service.wait_ready()
+        served, latency_ms = service.score(columns, rows)
+        if served.shape != expected.shape:
+            raise NbmillError(f"smoke test: {served.shape} predictions, expected {expected.shape}")
         gap = float(np.max(np.abs(served - expected)))
         if not gap <= TOLERANCE:
             raise NbmillError(
                 f"smoke test: served predictions differ by up to {gap:g} from the model's own"
             )
-        return {
-            "rows": len(rows),
-            "max_abs_diff": gap,
-            "latency_ms": round(latency_ms, 2),
-            "status": status,
-        }
+        return {"rows": len(rows), "max_abs_diff": gap, "latency_ms": round(latency_ms, 2)}
     finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        service.stop()
 
 
 def deploy_local(
@@ -198,10 +214,11 @@ def deploy_candidate(
             "version": version,
             "why": f"not promoted by the gate: {row['gate'] or 'no decision recorded'}",
         }
-    import mlflow.pyfunc
-
     features = frame[columns]
-    expected = np.asarray(mlflow.pyfunc.load_model(str(model_dir)).predict(features))
+
+    def expected():  # the model's own predictions, computed while the service starts
+        return mlflow.pyfunc.load_model(str(model_dir)).predict(features)
+
     with tracking.emitter(ctx.project_dir) as notifier:
         deployment = deploy_local(
             package_dir,

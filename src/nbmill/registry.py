@@ -30,7 +30,8 @@ move left it unrecorded); ``rollback`` drops the current version from the end an
 production to the version then last. Two promotions racing may lose a history entry; the
 ledger still holds every move.
 
-MLflow is imported inside the functions (it takes seconds to import). The store is
+This module imports MLflow (seconds), so only what needs the registry imports it; a notebook
+that does has it preloaded by its warm kernel. The store is
 ``tracking.tracking_uri(project_dir)``: ``MLFLOW_TRACKING_URI`` if set, else the project's sqlite.
 """
 
@@ -47,6 +48,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import mlflow
+from mlflow.exceptions import MlflowException
 
 from nbmill import tracking
 from nbmill.errors import NbmillError
@@ -228,11 +232,9 @@ def _project(project_dir: Path | None) -> Path:
 
 def _client(project_dir: Path):
     """An MlflowClient on the project's store (set as mlflow's current store too)."""
-    import mlflow
-    from mlflow import MlflowClient
 
     mlflow.set_tracking_uri(tracking.tracking_uri(project_dir))
-    return MlflowClient()
+    return mlflow.MlflowClient()
 
 
 def _subject(name: str, version: str) -> str:
@@ -261,7 +263,6 @@ def _check_name(name: str) -> None:
 
 def _registered(client, name: str):
     """The registered model, or NbmillError naming the models there are."""
-    from mlflow.exceptions import MlflowException
 
     _check_name(name)
     try:
@@ -302,7 +303,6 @@ def _version_key(version: str) -> tuple[int, str]:
 
 def _version(client, name: str, version: str | int):
     """The model version, or NbmillError naming the model and listing its versions."""
-    from mlflow.exceptions import MlflowException
 
     _registered(client, name)
     try:
@@ -357,7 +357,6 @@ def register_model(
     files, and their ``tree_digest`` is tagged ``nbmill.artifacts_sha256``. Emits
     ``nbmill.model.registered``.
     """
-    import mlflow
 
     project = _project(project_dir)
     _check_name(name)
@@ -406,7 +405,6 @@ def fetch(
 ) -> Path:
     """Download a version's files into ``dst`` (a new temporary folder by default) and check
     them against the version's ``nbmill.artifacts_sha256`` tag; returns the folder."""
-    import mlflow
 
     client = _client(_project(project_dir))
     found = _version(client, name, version)
@@ -521,7 +519,6 @@ def _record(decision: Decision, moves: list[AliasMove], out_dir: str | Path | No
         metrics[f"production_{decision.metric}"] = float(decision.production_score)
         metrics["gate_delta"] = float(decision.delta)
     tracking.log_metrics(metrics)
-    import mlflow
 
     if mlflow.active_run() is not None:
         mlflow.set_tag("nbmill.gate", decision.reason[:5000])
@@ -545,7 +542,6 @@ def _move(
     history: list[str] | None = None,
 ) -> AliasMove:
     """Point ``alias`` at ``version``, keep the production history, announce it."""
-    from mlflow.exceptions import MlflowException
 
     found = _version(client, name, version)
     previous = _aliases(client, name).get(alias)
@@ -608,7 +604,6 @@ def rollback(
     notifier: Notifier | None = None,
 ) -> AliasMove:
     """Move ``production`` back to the version that held it before the current one."""
-    from mlflow.exceptions import MlflowException
 
     project = _project(project_dir)
     client = _client(project)
@@ -656,7 +651,6 @@ def list_models(
     """One row per version, each model's newest first: name, version, aliases, nbmill run id,
     MLflow run id, created, commit, artifacts sha256, gate reason, and the metrics of the MLflow
     run that logged it (all of them, or ``metric_names`` such as ``evaluate.test_r2``)."""
-    from mlflow.exceptions import MlflowException
 
     client = _client(_project(project_dir))
     models = [_registered(client, name)] if name else _all_models(client)
