@@ -83,20 +83,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _project():
+    from pathlib import Path
+
+    from nbmill.spec import find_project_dir
+
+    return find_project_dir(Path.cwd())
+
+
 def _config(args: argparse.Namespace):
     from pathlib import Path
 
     from nbmill.config import load_config
-    from nbmill.spec import find_project_dir
 
     runs_dir = getattr(args, "runs_dir", None)
-    return load_config(find_project_dir(Path.cwd()), Path(runs_dir) if runs_dir else None)
+    return load_config(_project(), Path(runs_dir) if runs_dir else None)
 
 
-def _print_json(value) -> None:
-    import json
+def _output(args: argparse.Namespace, data, text: Callable[[], str]) -> int:
+    """``data`` as JSON with --json, else the text a person reads."""
+    if args.json:
+        import json
 
-    print(json.dumps(value, indent=2, sort_keys=False, default=str))
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        print(text())
+    return 0
+
+
+def _table(rows: list[dict], empty: str) -> str:
+    from nbmill.review import format_table
+
+    return format_table(rows) if rows else empty
 
 
 def cmd_events(args: argparse.Namespace) -> int:
@@ -111,11 +129,6 @@ def cmd_events(args: argparse.Namespace) -> int:
         print(f"delivered {delivered} spooled event(s); {len(problems)} still spooled")
         return 1 if problems else 0
     events = filter_events(Ledger(config.ledger).events(), args.type, args.subject, args.since)
-    if args.json:
-        _print_json(events)
-        return 0
-    from nbmill.review import format_table
-
     rows = [
         {
             "time": e["time"],
@@ -125,8 +138,7 @@ def cmd_events(args: argparse.Namespace) -> int:
         }
         for e in events
     ]
-    print(format_table(rows) if rows else "no events")
-    return 0
+    return _output(args, events, lambda: _table(rows, "no events"))
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -146,27 +158,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from nbmill.review import format_table, list_runs, runs_table
+    from nbmill.review import list_runs, runs_table
 
     config = _config(args)
     runs = list_runs(config.runs_dir)
     rows = runs_table(runs, list(config.key_metrics) if config.key_metrics else None)
-    if args.json:
-        _print_json(rows)
-    else:
-        print(format_table(rows) if rows else f"no runs in {config.runs_dir}")
-    return 0
+    return _output(args, rows, lambda: _table(rows, f"no runs in {config.runs_dir}"))
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     from nbmill.review import find_run, format_run
 
     run = find_run(_config(args).runs_dir, args.run)
-    if args.json:
-        _print_json(run)
-    else:
-        print(format_run(run))
-    return 0
+    return _output(args, run, lambda: format_run(run))
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
@@ -174,11 +178,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
     runs_dir = _config(args).runs_dir
     diff = diff_runs(find_run(runs_dir, args.run_a), find_run(runs_dir, args.run_b))
-    if args.json:
-        _print_json(diff)
-    else:
-        print(format_diff(diff))
-    return 0
+    return _output(args, diff, lambda: format_diff(diff))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -197,22 +197,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _project():
-    from pathlib import Path
-
-    from nbmill.spec import find_project_dir
-
-    return find_project_dir(Path.cwd())
-
-
 def cmd_models(args: argparse.Namespace) -> int:
     from nbmill.registry import list_models
-    from nbmill.review import format_table
 
     rows = list_models(args.name, project_dir=_project())
-    if args.json:
-        _print_json(rows)
-        return 0
     table = [
         {
             "name": r["name"],
@@ -224,8 +212,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         }
         for r in rows
     ]
-    print(format_table(table) if table else "no registered models")
-    return 0
+    return _output(args, rows, lambda: _table(table, "no registered models"))
 
 
 def _print_move(move) -> None:
@@ -251,9 +238,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from nbmill.serve import serve
-    from nbmill.spec import find_project_dir
 
-    project = find_project_dir(Path.cwd())
+    project = _project()
     collect = Path(args.collect_dir) if args.collect_dir else project / "collected"
     serve(
         args.model,
