@@ -33,7 +33,11 @@ PROBE = (
 @pytest.mark.slow
 @pytest.mark.parametrize("warm", [True, False], ids=["warm", "no-warm"])
 def test_a_step_kernel_has_no_names_from_the_warm_up(project, warm):
-    write_notebook(project / "notebooks" / "first.ipynb", "x = 1", "print(x)")
+    write_notebook(
+        project / "notebooks" / "first.ipynb",
+        'x = 1\nrun_dir = "."',
+        "from pathlib import Path\nassert (Path(run_dir) / 'run.json').exists()",
+    )
     write_notebook(
         project / "notebooks" / "probe.ipynb", "x = 1", "import json", PROBE, "import colorsys"
     )

@@ -150,3 +150,8 @@ def test_an_env_reference_needs_a_string_parameter(pipeline, monkeypatch):
     monkeypatch.setenv("NBMILL_TEST_ALPHA", "0.5")
     with pytest.raises(ParamsError, match="'alpha' is .* the notebook's default \\(1.0\\) is not"):
         resolve_params(pipeline, None, ["train.alpha=${env:NBMILL_TEST_ALPHA}"])
+
+
+def test_run_dir_is_the_runner_s_to_set(pipeline):
+    with pytest.raises(ParamsError, match="'run_dir' is set by the runner to the run folder"):
+        resolve_params(pipeline, None, ["run_dir=/tmp/elsewhere"])

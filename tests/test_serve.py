@@ -285,3 +285,50 @@ def test_the_smoke_test_passes_for_the_model_and_fails_for_another(model, tmp_pa
 
     with pytest.raises(NbmillError, match="served predictions differ"):
         smoke_test(model["dir"], diabetes.FEATURES, rows, expected + 1.0, cwd=tmp_path)
+
+
+def test_a_failed_smoke_test_leaves_the_previous_deployment_and_announces_nothing(model, tmp_path):
+    from nbmill.config import load_config
+    from nbmill.deploy import deploy_local
+    from nbmill.errors import NbmillError
+    from nbmill.events import Notifier
+    from nbmill.ledger import Ledger
+
+    deployments = tmp_path / "runs" / "deployments"
+    deployments.mkdir(parents=True)
+    previous = '{"model": "diabetes-ridge", "version": "1"}\n'
+    (deployments / "local.json").write_text(previous)
+    notifier = Notifier(load_config(tmp_path))
+    test = model["test"].head(5)
+    rows = test[diabetes.FEATURES].values.tolist()
+    wrong = model["fitted"].predict(test[diabetes.FEATURES]) + 0.5
+    with pytest.raises(NbmillError, match="served predictions differ"):
+        deploy_local(
+            model["dir"],
+            deployments,
+            diabetes.FEATURES,
+            rows,
+            wrong,
+            model="diabetes-ridge",
+            version="2",
+            run_id="r2",
+            notifier=notifier,
+        )
+    assert (deployments / "local.json").read_text() == previous
+    assert Ledger(tmp_path / "runs" / "ledger.jsonl").events() == []
+
+    right = model["fitted"].predict(test[diabetes.FEATURES])
+    deploy_local(
+        model["dir"],
+        deployments,
+        diabetes.FEATURES,
+        rows,
+        right,
+        model="diabetes-ridge",
+        version="2",
+        run_id="r2",
+        notifier=notifier,
+    )
+    (event,) = Ledger(tmp_path / "runs" / "ledger.jsonl").events()
+    assert event["type"] == "nbmill.model.deployed" and event["data"]["previous_version"] == "1"
+    assert json.loads((deployments / "local.json").read_text())["version"] == "2"

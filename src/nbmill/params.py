@@ -22,6 +22,7 @@ from nbmill.spec import IDENTIFIER, Pipeline
 from nbmill.yamlfile import load_yaml, reject_unknown
 
 PARAMS_FILE_KEYS = {"params", "steps", "notify"}
+RUN_DIR = "run_dir"  # a notebook that declares it gets the run folder's path from the runner
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,10 @@ def _targets(
     steps = [layer.step] if layer.step else list(pipeline.steps)
     targets: dict[str, list[str]] = {}
     for name in layer.values:
+        if name == RUN_DIR:
+            raise ParamsError(
+                f"{at}: '{RUN_DIR}' is set by the runner to the run folder; it cannot be given"
+            )
         for step_name in steps:
             io = _io(pipeline, step_name)
             if name in io:

@@ -24,7 +24,8 @@ from nbmill.config import load_config
 from nbmill.errors import RunError
 from nbmill.events import Notifier
 from nbmill.kernels import KERNEL, KernelStart
-from nbmill.params import ParamsFile, load_params_file, resolve_params
+from nbmill.notebook import declared_parameters
+from nbmill.params import RUN_DIR, ParamsFile, load_params_file, resolve_params
 from nbmill.record import (
     RunRecord,
     hash_path,
@@ -290,6 +291,8 @@ def _execute_notebook(
 
     install_papermill_translator()  # ${env:NAME} values are injected as os.environ lookups
     paths = {name: str(record.dir / rel) for name, rel in {**step.inputs, **step.outputs}.items()}
+    if RUN_DIR in declared_parameters(step.notebook):
+        paths[RUN_DIR] = str(record.dir)
     for rel in step.outputs.values():
         (record.dir / rel).parent.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = dict(
