@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 
 from nbmill.collect import read_collected
-from nbmill.deploy import free_port, smoke_test
+from nbmill.deploy import Service, free_port, smoke_test
 from nbmill.package import package_model
 from nbmill.serve import InputError, Signature, parse_request
 from nbmill_example import diabetes
@@ -89,37 +88,19 @@ def model(tmp_path_factory):
     return {"dir": folder / "package", "fitted": fitted, "test": test}
 
 
-class Server:
-    def __init__(self, model_ref: Path, collect: Path | None, tmp: Path):
-        self.port = free_port()
-        args = [sys.executable, "-m", "nbmill", "serve", str(model_ref), "--port", str(self.port)]
-        args += ["--collect-dir", str(collect)] if collect else ["--no-collect"]
-        self.process = subprocess.Popen(
-            args,
-            cwd=tmp,
-            env={**os.environ, "NBMILL_SERVE_KEY": KEY},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.url = f"http://127.0.0.1:{self.port}"
+class Server(Service):
+    """The real ``nbmill serve`` (as the deploy step starts it), plus raw requests for tests."""
 
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.process.stderr.read()
-            try:
-                if self.get("/health")[0] == 200:
-                    return
-            except OSError:
-                time.sleep(0.2)
-        raise AssertionError("the service did not become ready in 90 s")
+    def __init__(self, model_ref: Path, collect: Path | None, tmp: Path):
+        super().__init__(model_ref, cwd=tmp, collect_dir=collect)
+        self.url = self.base
 
     def get(self, path: str):
         with urllib.request.urlopen(self.url + path, timeout=5) as response:
             return response.status, response.read().decode()
 
-    def post(self, data: bytes, key: str | None = KEY) -> tuple[int, dict]:
+    def post(self, data: bytes, key: str | None = "") -> tuple[int, dict]:
+        key = self.key if key == "" else key
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         request = urllib.request.Request(self.url + "/score", data=data, headers=headers)
         try:
@@ -128,17 +109,12 @@ class Server:
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read())
 
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(30)
-
 
 @pytest.fixture(scope="module")
 def server(model, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve")
     running = Server(model["dir"], tmp / "collected", tmp)
     running.wait_ready()
-    running.collect = tmp / "collected"
     yield running
     if running.process.poll() is None:
         running.stop()
@@ -170,7 +146,7 @@ def test_an_oversized_body_is_refused_from_its_length_alone(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(
             b"POST /score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
-            + KEY.encode()
+            + server.key.encode()
             + b"\r\nContent-Type: application/json\r\nContent-Length: 5000000\r\n\r\n"
         )
         reply = b""
@@ -197,10 +173,9 @@ def test_metrics_count_requests_by_status(server):
     assert 'nbmill_request_latency_seconds_bucket{le="+Inf"}' in text
 
 
-def _post_many(url: str, data: bytes, count: int, statuses: list[int]) -> None:
-    host, port = url.removeprefix("http://").split(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=10)
-    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+def _post_many(server: Server, data: bytes, count: int, statuses: list[int]) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    headers = {"Authorization": f"Bearer {server.key}", "Content-Type": "application/json"}
     for _ in range(count):
         connection.request("POST", "/score", data, headers)
         response = connection.getresponse()
@@ -222,7 +197,7 @@ def test_a_bounded_load_has_no_5xx_and_flat_memory(server):
     def load(total: int) -> list[int]:
         statuses: list[int] = []
         threads = [
-            threading.Thread(target=_post_many, args=(server.url, data, total // 8, statuses))
+            threading.Thread(target=_post_many, args=(server, data, total // 8, statuses))
             for _ in range(8)
         ]
         for thread in threads:

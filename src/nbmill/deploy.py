@@ -50,9 +50,10 @@ def _request(url: str, body: bytes | None = None, key: str | None = None, timeou
 class Service:
     """``nbmill serve`` for a package, started in a child process on a free 127.0.0.1 port."""
 
-    def __init__(self, package_dir: Path, cwd: Path | None = None):
+    def __init__(self, package_dir: Path, cwd: Path | None = None, collect_dir: Path | None = None):
         self.port, self.key = free_port(), secrets.token_urlsafe(24)
         self.base = f"http://127.0.0.1:{self.port}"
+        collect = ["--collect-dir", str(collect_dir)] if collect_dir else ["--no-collect"]
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -62,7 +63,7 @@ class Service:
                 str(package_dir),
                 "--port",
                 str(self.port),
-                "--no-collect",
+                *collect,
             ],
             env={**os.environ, "NBMILL_SERVE_KEY": self.key},
             cwd=cwd,
@@ -100,12 +101,14 @@ class Service:
         latency_ms = (time.perf_counter() - began) * 1000
         return np.asarray(json.loads(answer)["predictions"], dtype=float), latency_ms
 
-    def stop(self) -> None:
+    def stop(self) -> int:
+        """SIGTERM, then the exit code (SIGKILL after 30 s)."""
         self.process.terminate()
         try:
-            self.process.wait(30)
+            return self.process.wait(30)
         except subprocess.TimeoutExpired:
             self.process.kill()
+            return self.process.wait()
 
 
 def smoke_test(
