@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -223,7 +224,13 @@ def execute(
         write_atomic(record.dir / "index.html", run_index_html(record.data))
         record.data["files"] = hash_tree(record.dir)
         record.save()
-        _log_to_mlflow(record)
+        try:
+            _log_to_mlflow(record)
+        except Exception as exc:  # the record stands without it; say so, never hide it
+            print(
+                f"warning: could not log the record to MLflow: {type(exc).__name__}: {exc}",
+                file=sys.stderr,
+            )
 
 
 def step_env(record: RunRecord, step: Step, project: Path, pipeline: Pipeline) -> dict[str, str]:
