@@ -309,17 +309,17 @@ def _execute_notebook(
         progress_bar=False,
         log_output=False,
     )
+    output = str(record.notebook_path(step.name))
     try:
-        with _environment(env), tempfile.TemporaryDirectory(prefix="nbmill-kernel-") as sockets:
-            km = kernel.take() if kernel is not None else None
-            if km is not None:
-                options["km"] = km
-            else:  # papermill starts the kernel; IPC sockets in a private folder, no TCP port
-                ipc = {"transport": "ipc", "ip": f"{sockets}/kernel"}
-                options["config"] = Config({"KernelManager": ipc})
-            papermill.execute_notebook(
-                str(step.notebook), str(record.notebook_path(step.name)), **options
-            )
+        km = kernel.take() if kernel is not None else None
+        if km is not None:  # started ahead with this step's environment and folder
+            papermill.execute_notebook(str(step.notebook), output, km=km, **options)
+        else:  # papermill starts the kernel: it inherits this process's environment, so set it
+            with _environment(env), tempfile.TemporaryDirectory(prefix="nbmill-kernel-") as sockets:
+                ipc = {"transport": "ipc", "ip": f"{sockets}/kernel"}  # no TCP port
+                papermill.execute_notebook(
+                    str(step.notebook), output, config=Config({"KernelManager": ipc}), **options
+                )
     except PapermillExecutionError as exc:
         raise StepFailure(exc.ename, _first_line(exc.evalue), cell=exc.exec_count) from None
     except Exception as exc:  # the kernel died, timed out, or would not start
