@@ -90,6 +90,29 @@ def receiver():
     server.close()
 
 
+def run_fields(**overrides) -> dict:
+    """The fields of a run.json that the runner fills in before the first step (a pipeline of
+    one step, `prep`); RunRecord.create adds the id, status and environment."""
+    fields = {
+        "pipeline": {"name": "p", "file": "pipelines/p.yml", "sha256": "0" * 64},
+        "params_file": None,
+        "started_at": "2026-11-29T02:15:02.311Z",
+        "ended_at": None,
+        "duration_s": None,
+        "who": "ada",
+        "why": "a test",
+        "git": {"commit": None, "dirty": None, "branch": None},
+        "host": "host",
+        "python": "3.11.7",
+        "platform": "Linux",
+        "ci": {},
+        "steps": {"prep": {"status": "pending", "notebook": "notebooks/prep.ipynb", "params": {}}},
+        "metrics": {},
+        "error": None,
+    }
+    return {**fields, **overrides}
+
+
 def only_run(runs_dir: Path) -> Path:
     """The one run folder in ``runs_dir`` (beside it: the ledger and its lock)."""
     (run_dir,) = [p for p in runs_dir.iterdir() if (p / "run.json").exists()]

@@ -1,17 +1,44 @@
 """The command line is a thin shell: help for everything, errors without tracebacks."""
 
-import pytest
+import argparse
 
 from nbmill import cli
+from nbmill.pipeline.progress import ConsoleProgress
 from tests.conftest import ROOT, nbmill
 
 
-@pytest.mark.parametrize("name", sorted(cli.commands(cli.build_parser())))
-def test_every_command_has_help_text(name):
-    parser = cli.commands(cli.build_parser())[name]
-    assert parser.description or parser.format_help().strip()
+def undocumented(parser: argparse.ArgumentParser) -> list[str]:
+    """What a user of ``nbmill --help`` / ``nbmill CMD --help`` would find without text."""
+    missing = []
     for action in parser._actions:
-        assert action.help, f"nbmill {name}: option {action.option_strings or action.dest}"
+        if isinstance(action, argparse._SubParsersAction):
+            listed = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, command in action.choices.items():
+                if not listed.get(name):
+                    missing.append(f"{name}: no line in the command list")
+                if not command.description:
+                    missing.append(f"{name}: no description")
+                missing += [f"{name}: {m}" for m in undocumented(command)]
+        elif not action.help:
+            missing.append(f"option {'/'.join(action.option_strings) or action.dest}")
+    return missing
+
+
+def test_every_command_and_option_has_help_text():
+    assert cli.commands(cli.build_parser())  # there are commands to check
+    assert undocumented(cli.build_parser()) == []
+
+
+def test_the_help_check_finds_an_undocumented_command_and_option():
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    bare = sub.add_parser("bare")
+    bare.add_argument("--quiet")
+    assert undocumented(parser) == [
+        "bare: no line in the command list",
+        "bare: no description",
+        "bare: option --quiet",
+    ]
 
 
 def test_a_missing_pipeline_file_is_an_error_not_a_traceback(tmp_path):
@@ -34,7 +61,7 @@ def test_progress_lines_show_step_count_and_elapsed():
     import io
 
     stream = io.StringIO()
-    progress = cli.ConsoleProgress(stream, live=False)
+    progress = ConsoleProgress(stream, live=False)
     progress.step_started(1, 2, "prep")
     progress.step_finished(1, 2, "prep", "completed", 1.25)
     lines = stream.getvalue().splitlines()

@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from nbmill.config import ConfigError, ProjectConfig, SinkConfig, load_config
 from nbmill.errors import NbmillError
-from nbmill.events import TYPES, Notifier, Spool, filter_events, new_event, retry_spooled
-from nbmill.ledger import verify_ledger
-from nbmill.secret import EnvRef
-from nbmill.sinks import azure_devops, webhook
+from nbmill.governance.events import TYPES, Notifier, Spool, filter_events, new_event, retry_spooled
+from nbmill.governance.ledger import verify_ledger
+from nbmill.governance.sinks import azure_devops, webhook
+from nbmill.project.config import ConfigError, ProjectConfig, SinkConfig, load_config
+from nbmill.project.secret import EnvRef
 from tests.conftest import Receiver
 
 HOOK_ENV = "NBMILL_TEST_HOOK_URL"

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 import yaml
 
-from nbmill.record import sha256_file
+from nbmill._hashing import sha256_file
 from tests.conftest import load_run, nbmill, only_run, write_notebook
 
 pytestmark = pytest.mark.slow

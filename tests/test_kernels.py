@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from nbmill.kernels import notebook_imports
+from nbmill.pipeline.kernels import notebook_imports
 from tests.conftest import load_run, nbmill, only_run, write_notebook
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nbmill.ledger import GENESIS, Ledger, LedgerError, verify_ledger
+from nbmill.governance.ledger import GENESIS, Ledger, LedgerError, verify_ledger
 
 
 def fill(path: Path, n: int = 5) -> Ledger:

@@ -3,7 +3,7 @@
 import pytest
 
 from nbmill.errors import NotebookError
-from nbmill.notebook import UNKNOWN, declared_parameters, parse_parameters
+from nbmill.project.notebook import UNKNOWN, declared_parameters, parse_parameters
 from tests.conftest import ROOT, write_notebook
 
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from nbmill.notebook import declared_parameters
-from nbmill.spec import load_pipeline
+from nbmill.project.notebook import declared_parameters
+from nbmill.project.spec import load_pipeline
 from tests.conftest import ROOT
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

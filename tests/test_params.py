@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from nbmill.errors import ParamsError
-from nbmill.params import load_params_file, parse_overrides, resolve_params
-from nbmill.spec import load_pipeline
+from nbmill.project.params import load_params_file, parse_overrides, resolve_params
+from nbmill.project.spec import load_pipeline
 from tests.conftest import ROOT, write_notebook
 
 

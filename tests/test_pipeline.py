@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from nbmill.record import sha256_file
+from nbmill._hashing import sha256_file
 from tests.conftest import ROOT, load_run, nbmill
 
 pytestmark = pytest.mark.slow

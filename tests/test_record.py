@@ -1,8 +1,17 @@
 """Run records: sortable ids, atomic writes, honest hashes and provenance."""
 
+import json
 from datetime import UTC, datetime, timedelta
 
-from nbmill.record import RunRecord, hash_tree, new_run_id, sha256_file, who, write_atomic
+import pytest
+
+from nbmill._fs import write_atomic
+from nbmill._hashing import hash_tree, sha256_file
+from nbmill._time import new_run_id
+from nbmill.errors import NbmillError
+from nbmill.records.provenance import who
+from nbmill.records.record import RunRecord
+from tests.conftest import run_fields
 
 
 def test_run_ids_sort_in_time_order():
@@ -20,22 +29,42 @@ def test_write_atomic_leaves_no_temporary_files(tmp_path):
     assert [p.name for p in target.parent.iterdir()] == ["run.json"]
 
 
-def test_hash_tree_skips_run_json_and_hidden_files(tmp_path):
+def test_a_record_hashes_every_file_but_run_json_and_hidden_files(tmp_path):
     (tmp_path / "run.json").write_text("{}")
     (tmp_path / ".lock").write_text("")
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "x.csv").write_text("a\n1\n")
-    assert hash_tree(tmp_path) == {"data/x.csv": sha256_file(tmp_path / "data" / "x.csv")}
+    expected = {"data/x.csv": sha256_file(tmp_path / "data" / "x.csv")}
+    assert RunRecord(tmp_path, {}).hash_files() == expected
+    assert hash_tree(tmp_path) == {**expected, "run.json": sha256_file(tmp_path / "run.json")}
 
 
 def test_a_new_record_is_saved_as_running_with_an_environment_fingerprint(tmp_path):
-    record = RunRecord.create(tmp_path, {"pipeline": {"name": "p"}})
+    record = RunRecord.create(tmp_path, run_fields())
     loaded = RunRecord.load(record.dir)
     assert loaded.status == "running" and loaded.id == record.dir.name
     assert len(loaded.data["environment"]["fingerprint"]) == 64
     assert (record.dir / "environment.txt").read_text().count("==") == loaded.data["environment"][
         "distributions"
     ]
+
+
+def test_a_record_with_a_field_the_format_does_not_know_is_not_saved(tmp_path):
+    record = RunRecord.create(tmp_path, run_fields())
+    before = (record.dir / "run.json").read_text()
+    record.data["steps"]["prep"]["statuss"] = "completed"
+    with pytest.raises(NbmillError, match=r"run.json: not a valid run record: steps.prep.statuss"):
+        record.save()
+    assert (record.dir / "run.json").read_text() == before
+
+
+def test_a_run_json_of_the_wrong_shape_is_refused_naming_the_field(tmp_path):
+    record = RunRecord.create(tmp_path, run_fields())
+    data = json.loads((record.dir / "run.json").read_text())
+    data["metrics"] = {"r2": "high"}
+    (record.dir / "run.json").write_text(json.dumps(data))
+    with pytest.raises(NbmillError, match=r"not a valid run record: metrics.r2"):
+        RunRecord.load(record.dir)
 
 
 def test_who_prefers_the_azure_devops_requester(monkeypatch):

@@ -13,11 +13,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from nbmill import registry, tracking
-from nbmill.config import load_config
+from nbmill import tracking
+from nbmill._hashing import sha256_file, tree_digest
 from nbmill.errors import NbmillError
-from nbmill.ledger import Ledger
-from nbmill.record import sha256_file, tree_digest, who
+from nbmill.governance.ledger import Ledger
+from nbmill.models import aliases as moves
+from nbmill.models import evaluate, registry
+from nbmill.models.gate import gate
+from nbmill.project.config import load_config
+from nbmill.records.provenance import who
 from nbmill_example import diabetes
 
 GATE = {"metric": "r2", "greater_is_better": True, "min_improvement": 0.0}
@@ -96,7 +100,7 @@ def register(info, name, project, model_dir, data, run_id="20261129T000000000Z-a
 
 
 def gate_run(name, project, model_dir, data, **settings):
-    return registry.evaluate_and_gate(
+    return evaluate.evaluate_and_gate(
         name,
         model_dir,
         diabetes.scorer(data.test),
@@ -169,50 +173,50 @@ def test_provenance_outside_a_run_has_the_data_hash_and_no_environment(data, pro
 
 
 def test_gate_promotes_the_first_model_when_there_is_no_production_model():
-    decision = registry.gate("m", "1", 0.41, None, "r2", True, 0.0)
+    decision = gate("m", "1", 0.41, None, "r2", True, 0.0)
     assert decision.promoted and decision.reason == "no production model yet"
     assert decision.production_score is None and decision.delta is None
 
 
 def test_gate_promotes_a_better_candidate():
-    decision = registry.gate("m", "2", 0.45, 0.40, "r2", True, 0.0, production_version="1")
+    decision = gate("m", "2", 0.45, 0.40, "r2", True, 0.0, production_version="1")
     assert decision.promoted
     assert decision.delta == pytest.approx(0.05) and decision.improvement == pytest.approx(0.05)
     assert "beats production v1" in decision.reason
 
 
 def test_gate_does_not_promote_a_worse_candidate_and_says_why():
-    decision = registry.gate("m", "2", 0.30, 0.40, "r2", True, 0.0, production_version="1")
+    decision = gate("m", "2", 0.30, 0.40, "r2", True, 0.0, production_version="1")
     assert not decision.promoted
     assert decision.reason.startswith("not promoted: r2 0.3000 does not beat production v1")
 
 
 def test_gate_does_not_promote_an_equal_candidate():
-    decision = registry.gate("m", "2", 0.40, 0.40, "r2", True, 0.0, production_version="1")
+    decision = gate("m", "2", 0.40, 0.40, "r2", True, 0.0, production_version="1")
     assert not decision.promoted and decision.delta == 0.0
 
 
 def test_gate_does_not_promote_an_improvement_within_min_improvement():
-    assert not registry.gate("m", "2", 0.405, 0.40, "r2", True, 0.01).promoted
-    assert registry.gate("m", "2", 0.415, 0.40, "r2", True, 0.01).promoted
+    assert not gate("m", "2", 0.405, 0.40, "r2", True, 0.01).promoted
+    assert gate("m", "2", 0.415, 0.40, "r2", True, 0.01).promoted
 
 
 def test_gate_for_a_lower_is_better_metric_promotes_a_smaller_error():
-    lower = registry.gate("m", "2", 52.0, 55.0, "rmse", False, 1.0, production_version="1")
+    lower = gate("m", "2", 52.0, 55.0, "rmse", False, 1.0, production_version="1")
     assert lower.promoted and lower.delta == -3.0 and lower.improvement == 3.0
-    higher = registry.gate("m", "2", 56.0, 55.0, "rmse", False, 0.0, production_version="1")
+    higher = gate("m", "2", 56.0, 55.0, "rmse", False, 0.0, production_version="1")
     assert not higher.promoted and "lower is better" in higher.reason
 
 
 def test_gate_refuses_a_negative_min_improvement_and_a_score_that_is_not_a_number():
     with pytest.raises(NbmillError, match="min_improvement must be a number >= 0"):
-        registry.gate("m", "2", 0.4, 0.3, "r2", True, -0.1)
+        gate("m", "2", 0.4, 0.3, "r2", True, -0.1)
     with pytest.raises(NbmillError, match="not a finite number"):
-        registry.gate("m", "2", float("nan"), 0.3, "r2", True, 0.0)
+        gate("m", "2", float("nan"), 0.3, "r2", True, 0.0)
 
 
 def test_a_notebook_shows_the_verdict_the_reason_and_the_numbers():
-    decision = registry.gate("m", "2", 0.30, 0.40, "r2", True, 0.0, production_version="1")
+    decision = gate("m", "2", 0.30, 0.40, "r2", True, 0.0, production_version="1")
     shown = decision._repr_markdown_()
     assert shown.startswith("**not promoted**: r2 0.3000 does not beat production v1's 0.4000")
     assert "| candidate | v2: 0.3000 |" in shown and "| production | v1: 0.4000 |" in shown
@@ -381,12 +385,12 @@ def three_versions(logged, data, name, project, tmp_path):
         register(
             logged["good"], name, project, tmp_path / f"m{number}", data, run_id=f"run-{number}"
         )
-    registry.promote(name, "1", reason="first release", project_dir=project)
+    moves.promote(name, "1", reason="first release", project_dir=project)
     return name
 
 
 def test_promote_moves_production_and_the_ledger_says_who_and_why(three_versions, project):
-    move = registry.promote(three_versions, 2, reason="CAB-142 approved", project_dir=project)
+    move = moves.promote(three_versions, 2, reason="CAB-142 approved", project_dir=project)
     assert aliases(three_versions) == {"production": "2"}
     assert (move.version, move.previous_version, move.action) == ("2", "1", "promote")
     event = ledger_events(project, "nbmill.model.promoted")[-1]
@@ -404,12 +408,12 @@ def test_promote_moves_production_and_the_ledger_says_who_and_why(three_versions
 
 
 def test_rollback_returns_production_to_the_version_before_and_again(three_versions, project):
-    registry.promote(three_versions, 2, reason="release 2", project_dir=project)
-    registry.promote(three_versions, 3, reason="release 3", project_dir=project)
-    move = registry.rollback(three_versions, reason="3 mispredicts", project_dir=project)
+    moves.promote(three_versions, 2, reason="release 2", project_dir=project)
+    moves.promote(three_versions, 3, reason="release 3", project_dir=project)
+    move = moves.rollback(three_versions, reason="3 mispredicts", project_dir=project)
     assert (move.version, move.previous_version, move.action) == ("2", "3", "rollback")
     assert aliases(three_versions) == {"production": "2"}
-    registry.rollback(three_versions, reason="2 as well", project_dir=project)
+    moves.rollback(three_versions, reason="2 as well", project_dir=project)
     assert aliases(three_versions) == {"production": "1"}
     events = ledger_events(project, "nbmill.model.promoted")
     assert [(e["data"]["version"], e["data"]["why"]) for e in events[-2:]] == [
@@ -417,12 +421,12 @@ def test_rollback_returns_production_to_the_version_before_and_again(three_versi
         ("1", "2 as well"),
     ]
     with pytest.raises(NbmillError, match="no previous production version to roll back to"):
-        registry.rollback(three_versions, reason="again", project_dir=project)
+        moves.rollback(three_versions, reason="again", project_dir=project)
 
 
 def test_rollback_with_no_previous_production_version_says_so(three_versions, project):
     with pytest.raises(NbmillError) as raised:
-        registry.rollback(three_versions, reason="oops", project_dir=project)
+        moves.rollback(three_versions, reason="oops", project_dir=project)
     assert str(raised.value) == (
         f"model '{three_versions}': no previous production version to roll back to "
         "(production is version 1; production history: 1)"
@@ -433,35 +437,35 @@ def test_rollback_with_no_previous_production_version_says_so(three_versions, pr
 def test_rollback_of_a_model_never_in_production_says_so(logged, data, name, project, tmp_path):
     register(logged["good"], name, project, tmp_path / "m1", data)
     with pytest.raises(NbmillError, match=f"model '{name}' has no production version"):
-        registry.rollback(name, reason="oops", project_dir=project)
+        moves.rollback(name, reason="oops", project_dir=project)
 
 
 def test_promoting_a_version_that_does_not_exist_names_the_model_and_its_versions(
     three_versions, project
 ):
     with pytest.raises(NbmillError) as raised:
-        registry.promote(three_versions, 9, reason="typo", project_dir=project)
+        moves.promote(three_versions, 9, reason="typo", project_dir=project)
     assert str(raised.value) == f"model '{three_versions}' has no version 9 (versions: 1, 2, 3)"
     with pytest.raises(NbmillError, match=r"no registered model 'nope' \(registered models: "):
-        registry.promote("nope", 1, reason="typo", project_dir=project)
+        moves.promote("nope", 1, reason="typo", project_dir=project)
 
 
 def test_promoting_by_hand_needs_a_reason(three_versions, project):
     with pytest.raises(NbmillError, match="give a reason"):
-        registry.promote(three_versions, 2, project_dir=project)
+        moves.promote(three_versions, 2, project_dir=project)
     assert aliases(three_versions) == {"production": "1"}
 
 
 def test_promoting_the_version_that_already_holds_the_alias_is_refused(three_versions, project):
     with pytest.raises(NbmillError, match="version 1 already holds alias 'production'"):
-        registry.promote(three_versions, 1, reason="again", project_dir=project)
+        moves.promote(three_versions, 1, reason="again", project_dir=project)
 
 
 # --- reading -------------------------------------------------------------------------------
 
 
 def test_list_models_shows_versions_aliases_runs_and_metrics(three_versions, project, store):
-    registry.promote(three_versions, 3, alias="staging", reason="try 3", project_dir=project)
+    moves.promote(three_versions, 3, alias="staging", reason="try 3", project_dir=project)
     rows = registry.list_models(three_versions, project_dir=project)
     assert [(r["version"], r["aliases"], r["run_id"]) for r in rows] == [
         ("3", ["staging"], "run-3"),

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from nbmill.report import run_index_html, write_site
-from nbmill.review import list_runs
+from nbmill.records.report import run_index_html, write_site
+from nbmill.records.review import list_runs
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 RUNS = {
@@ -67,7 +67,12 @@ def synthetic_run(run_id: str, status: str, why: str) -> dict:
             if status == "failed"
             else None
         ),
-        "environment": {"fingerprint": "18aa" * 16, "distributions": 140},
+        "environment": {
+            "fingerprint": "18aa" * 16,
+            "distributions": 140,
+            "file": "environment.txt",
+            "executable": "/usr/bin/python3",
+        },
         "files": {},
     }
 

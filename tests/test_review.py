@@ -9,16 +9,9 @@ from pathlib import Path
 import pytest
 
 from nbmill.errors import NbmillError
-from nbmill.report import ledger_html, site_html, write_site
-from nbmill.review import (
-    diff_runs,
-    find_run,
-    format_diff,
-    format_run,
-    format_table,
-    list_runs,
-    runs_table,
-)
+from nbmill.records.report import ledger_html, site_html, write_site
+from nbmill.records.review import diff_runs, find_run, list_runs, runs_table
+from nbmill.records.text import format_diff, format_run, format_table
 
 OLD = "20261129T021206971Z-fb1dc8"
 MID = "20261129T031500002Z-0a11ce"

@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nbmill.collect import read_collected
-from nbmill.deploy import Service, free_port, smoke_test
-from nbmill.package import package_model
-from nbmill.serve import InputError, Signature, parse_request
+from nbmill._net import free_port
+from nbmill.models.deploy import Service, smoke_test
+from nbmill.models.package import package_model
+from nbmill.serving.collect import read_collected
+from nbmill.serving.request import InputError, Signature, parse_request
 from nbmill_example import diabetes
 from tests.conftest import ROOT
 
@@ -263,11 +264,11 @@ def test_the_smoke_test_passes_for_the_model_and_fails_for_another(model, tmp_pa
 
 
 def test_a_failed_smoke_test_leaves_the_previous_deployment_and_announces_nothing(model, tmp_path):
-    from nbmill.config import load_config
-    from nbmill.deploy import deploy_local
     from nbmill.errors import NbmillError
-    from nbmill.events import Notifier
-    from nbmill.ledger import Ledger
+    from nbmill.governance.events import Notifier
+    from nbmill.governance.ledger import Ledger
+    from nbmill.models.deploy import deploy_local
+    from nbmill.project.config import load_config
 
     deployments = tmp_path / "runs" / "deployments"
     deployments.mkdir(parents=True)

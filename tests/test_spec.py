@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from nbmill.errors import SpecError
-from nbmill.spec import load_pipeline, topological_order
+from nbmill.project.spec import load_pipeline, topological_order
 from tests.conftest import ROOT, write_notebook
 
 

@@ -18,9 +18,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from nbmill._fs import write_json
 from nbmill.errors import NbmillError
-from nbmill.record import write_atomic
-from nbmill.spec import find_project_dir
+from nbmill.project.spec import find_project_dir
+from nbmill.records.runjson import MLFLOW_JSON, RUN_JSON, SCRATCH, metrics_path, read_metrics
 
 ENV_RUN_ID = "NBMILL_RUN_ID"
 ENV_RUN_DIR = "NBMILL_RUN_DIR"
@@ -28,7 +29,6 @@ ENV_STEP = "NBMILL_STEP"
 ENV_PROJECT_DIR = "NBMILL_PROJECT_DIR"
 ENV_PIPELINE = "NBMILL_PIPELINE"
 RUN_ID_TAG = "nbmill.run_id"
-MLFLOW_FILE = "mlflow.json"
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class StepContext:
 
     @property
     def interactive(self) -> bool:
-        return self.run_id == "scratch"
+        return self.run_id == SCRATCH
 
 
 def context() -> StepContext:
@@ -53,10 +53,10 @@ def context() -> StepContext:
             run_dir=Path(env[ENV_RUN_DIR]),
             step=env[ENV_STEP],
             project_dir=Path(env[ENV_PROJECT_DIR]),
-            pipeline=env.get(ENV_PIPELINE, "scratch"),
+            pipeline=env.get(ENV_PIPELINE, SCRATCH),
         )
     project = find_project_dir(Path.cwd())
-    return StepContext("scratch", project / "runs" / "scratch", "interactive", project, "scratch")
+    return StepContext(SCRATCH, project / "runs" / SCRATCH, "interactive", project, SCRATCH)
 
 
 def log_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -71,14 +71,25 @@ def log_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
             raise NbmillError(f"metric '{name}': {number} is not a finite number")
         clean[str(name)] = number
     ctx = context()
-    path = ctx.run_dir / "metrics" / f"{ctx.step}.json"
-    recorded = json.loads(path.read_text()) if path.exists() else {}
-    recorded.update(clean)
-    write_atomic(path, json.dumps(recorded, indent=2, sort_keys=True) + "\n")
-    mlflow = sys.modules.get("mlflow")
-    if mlflow is not None and mlflow.active_run() is not None:
+    recorded = {**read_metrics(ctx.run_dir, ctx.step), **clean}
+    write_json(metrics_path(ctx.run_dir, ctx.step), recorded, sort_keys=True)
+    mlflow = _active_mlflow()
+    if mlflow is not None:
         mlflow.log_metrics({f"{ctx.step}.{k}": v for k, v in clean.items()})
     return clean
+
+
+def _active_mlflow():
+    """The mlflow module if this process imported it and has a run open, else None."""
+    mlflow = sys.modules.get("mlflow")
+    return mlflow if mlflow is not None and mlflow.active_run() is not None else None
+
+
+def set_mlflow_tag(key: str, value: str) -> None:
+    """Tag the open MLflow run, if there is one (nothing otherwise)."""
+    mlflow = _active_mlflow()
+    if mlflow is not None:
+        mlflow.set_tag(key, value)
 
 
 def tracking_uri(project_dir: Path) -> str:
@@ -132,18 +143,14 @@ def mlflow_run(experiment: str | None = None):
             tags={RUN_ID_TAG: ctx.run_id, "nbmill.pipeline": ctx.pipeline},
         )
     mlflow.set_tag(f"nbmill.step.{ctx.step}", "ran")
-    write_atomic(
-        ctx.run_dir / MLFLOW_FILE,
-        json.dumps(
-            {
-                "tracking_uri": mlflow.get_tracking_uri(),
-                "experiment_id": experiment_id,
-                "experiment": name,
-                "run_id": active.info.run_id,
-            },
-            indent=2,
-        )
-        + "\n",
+    write_json(
+        ctx.run_dir / MLFLOW_JSON,
+        {
+            "tracking_uri": mlflow.get_tracking_uri(),
+            "experiment_id": experiment_id,
+            "experiment": name,
+            "run_id": active.info.run_id,
+        },
     )
     return active
 
@@ -151,7 +158,7 @@ def mlflow_run(experiment: str | None = None):
 def run_json(ctx: StepContext | None = None) -> dict[str, Any]:
     """This run's run.json, or {} outside a run."""
     ctx = ctx or context()
-    path = ctx.run_dir / "run.json"
+    path = ctx.run_dir / RUN_JSON
     if ctx.interactive or not path.exists():
         return {}
     return json.loads(path.read_text(encoding="utf-8"))
@@ -159,7 +166,7 @@ def run_json(ctx: StepContext | None = None) -> dict[str, Any]:
 
 def runs_dir(project_dir: Path | None = None) -> Path:
     """Where this run's folder lives (so --runs-dir is respected), else the project's."""
-    from nbmill.config import load_config
+    from nbmill.project.config import load_config
 
     ctx = context()
     if not ctx.interactive:
@@ -169,9 +176,9 @@ def runs_dir(project_dir: Path | None = None) -> Path:
 
 def notifier(project_dir: Path | None = None):
     """A Notifier on the ledger (and sinks) of the run this code runs in, else the project's."""
-    from nbmill.config import load_config
-    from nbmill.events import Notifier
-    from nbmill.params import load_params_file
+    from nbmill.governance.events import Notifier
+    from nbmill.project.config import load_config
+    from nbmill.project.params import load_params_file
 
     ctx = context()
     project = Path(project_dir or ctx.project_dir).resolve()
@@ -180,9 +187,7 @@ def notifier(project_dir: Path | None = None):
     config = load_config(project, ctx.run_dir.parent)  # as the runner saw it: --runs-dir
     params_file = (run_json(ctx).get("params_file") or {}).get("file")
     if params_file and (project / params_file).is_file():
-        notify = load_params_file(project / params_file).sections.get("notify")
-        if notify:
-            config = config.with_sinks(notify, params_file)
+        config = config.with_params_file(load_params_file(project / params_file))
     return Notifier(config)
 
 

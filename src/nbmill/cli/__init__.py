@@ -1,0 +1,70 @@
+"""The command line: parse arguments, call the library, print. Nothing else lives here.
+
+Each command group is a module that adds its parsers, each command's arguments beside its
+handler: ``run``, ``review`` (runs, show, diff, report, verify, events), ``models`` (models,
+promote, rollback, serve).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from nbmill import __version__
+from nbmill.cli import models, review, run
+from nbmill.errors import NbmillError, RunError
+
+GROUPS = (run, review, models)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nbmill",
+        description="Run pipelines of parameterised notebooks; keep every run as a record.",
+    )
+    parser.add_argument("--version", action="version", version=f"nbmill {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for group in GROUPS:
+        group.add_commands(sub)
+    return parser
+
+
+def commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Every subcommand's parser, by name (a test checks each has help text)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return handler(args)
+    except RunError as exc:
+        _error(str(exc))
+        return 1
+    except NbmillError as exc:
+        if args.debug:
+            traceback.print_exc()
+        _error(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+
+
+def _error(message: str) -> None:
+    red = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+    text = f"error: {message}"
+    print(f"\033[31m{text}\033[0m" if red else text, file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Reviewing runs: ``nbmill runs``, ``show``, ``diff``, ``report``, ``verify`` and ``events``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from nbmill.cli._shared import config, json_flag, output, runs_dir_flag, table
+
+
+def add_commands(sub) -> None:
+    def review(name: str, help_: str, description: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_, description=description)
+        runs_dir_flag(command)
+        return command
+
+    runs = review(
+        "runs",
+        "list runs: id, when, who, why, status, key metrics",
+        "List the runs in the runs folder, newest first.",
+    )
+    json_flag(runs)
+    runs.set_defaults(func=cmd_runs)
+
+    show = review("show", "show one run's record", "Show a run: provenance, steps, metrics.")
+    show.add_argument("run", help="run id, unique prefix, run folder, or 'latest'")
+    json_flag(show)
+    show.set_defaults(func=cmd_show)
+
+    diff = review(
+        "diff",
+        "compare two runs",
+        "Compare params, metrics, data and environment hashes, and commits.",
+    )
+    diff.add_argument("run_a", help="the first run (id, prefix, folder or 'latest')")
+    diff.add_argument("run_b", help="the second run")
+    json_flag(diff)
+    diff.set_defaults(func=cmd_diff)
+
+    report = review(
+        "report",
+        "write the static HTML report of all runs and the ledger",
+        "Write runs/index.html (every run, linking its notebooks) and runs/ledger.html.",
+    )
+    report.set_defaults(func=cmd_report)
+
+    verify = review(
+        "verify",
+        "check records and the ledger for tampering",
+        "Re-hash every archived file and walk the ledger's hash chain; exit 1 "
+        "naming the first changed file or entry.",
+    )
+    verify.add_argument("run", nargs="?", help="one run (default: the ledger and every run)")
+    verify.set_defaults(func=cmd_verify)
+
+    events = review(
+        "events",
+        "list lifecycle events, or retry spooled deliveries",
+        "List events from the ledger (CloudEvents), filtered; `nbmill events retry` "
+        "redelivers events a sink did not accept.",
+    )
+    events.add_argument(
+        "action",
+        nargs="?",
+        choices=["list", "retry"],
+        default="list",
+        help="list (default) or retry spooled deliveries",
+    )
+    events.add_argument("--type", help="event type, e.g. nbmill.run.failed or nbmill.model.*")
+    events.add_argument("--subject", help="subject prefix, e.g. runs/20261129")
+    events.add_argument("--since", metavar="TIME", help="ISO 8601 UTC time, e.g. 2026-11-29")
+    json_flag(events)
+    events.set_defaults(func=cmd_events)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from nbmill.records.review import list_runs, runs_table
+
+    settings = config(args)
+    runs = list_runs(settings.runs_dir)
+    rows = runs_table(runs, list(settings.key_metrics) if settings.key_metrics else None)
+    return output(args, rows, lambda: table(rows, f"no runs in {settings.runs_dir}"))
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from nbmill.records.review import find_run
+    from nbmill.records.text import format_run
+
+    run = find_run(config(args).runs_dir, args.run)
+    return output(args, run, lambda: format_run(run))
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from nbmill.records.review import diff_runs, find_run
+    from nbmill.records.text import format_diff
+
+    runs_dir = config(args).runs_dir
+    diff = diff_runs(find_run(runs_dir, args.run_a), find_run(runs_dir, args.run_b))
+    return output(args, diff, lambda: format_diff(diff))
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from nbmill.governance.ledger import Ledger
+    from nbmill.records.report import write_site
+    from nbmill.records.review import list_runs
+
+    settings = config(args)
+    index = write_site(
+        settings.runs_dir,
+        list_runs(settings.runs_dir),
+        list(Ledger(settings.ledger).entries()),
+        key_metrics=list(settings.key_metrics) if settings.key_metrics else None,
+    )
+    print(f"report: {index}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from nbmill.records.review import find_run
+    from nbmill.records.verify import verify
+
+    settings = config(args)
+    run_dir = None
+    if args.run:
+        run_dir = Path(settings.runs_dir) / find_run(settings.runs_dir, args.run)["id"]
+    for line in verify(settings.runs_dir, settings.ledger, run_dir):
+        print(f"ok: {line}")
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from nbmill.governance.events import filter_events, retry_spooled
+    from nbmill.governance.ledger import Ledger
+
+    settings = config(args)
+    if args.action == "retry":
+        delivered, problems = retry_spooled(settings)
+        for problem in problems:
+            print(f"kept: {problem}", file=sys.stderr)
+        print(f"delivered {delivered} spooled event(s); {len(problems)} still spooled")
+        return 1 if problems else 0
+    events = filter_events(Ledger(settings.ledger).events(), args.type, args.subject, args.since)
+    rows = [
+        {
+            "time": e["time"],
+            "type": e["type"],
+            "subject": e["subject"],
+            "who": e["data"].get("who", ""),
+        }
+        for e in events
+    ]
+    return output(args, events, lambda: table(rows, "no events"))

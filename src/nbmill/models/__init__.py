@@ -1,0 +1,38 @@
+"""Models: register (MLflow registry), gate, move aliases, package and deploy.
+
+What notebooks call, a small surface that internal moves do not break::
+
+    from nbmill import models
+    models.run_provenance(train_data)                 # run id, commit, data sha256, environment
+    models.register_model(info, name, model_dir=..., **provenance)
+    models.evaluate_and_gate(name, model_dir, scorer, metric=..., ...)
+    models.deploy_candidate(name, model_dir, package_dir, frame, columns)
+
+Each name is imported on first use, so ``nbmill.models.gate`` (pure) needs no MLflow.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_SURFACE = {
+    "run_provenance": "nbmill.models.registry",
+    "register_model": "nbmill.models.registry",
+    "fetch": "nbmill.models.registry",
+    "list_models": "nbmill.models.registry",
+    "evaluate_and_gate": "nbmill.models.evaluate",
+    "promote": "nbmill.models.aliases",
+    "rollback": "nbmill.models.aliases",
+    "deploy_candidate": "nbmill.models.deploy",
+    "package_model": "nbmill.models.package",
+    "Decision": "nbmill.models.gate",
+}
+
+__all__ = sorted(_SURFACE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SURFACE:
+        return getattr(import_module(_SURFACE[name]), name)
+    raise AttributeError(f"module 'nbmill.models' has no attribute '{name}'")

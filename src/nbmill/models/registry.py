@@ -1,0 +1,267 @@
+"""The MLflow model registry: register a run's model with its provenance, fetch it back checked,
+find a run's candidate, list versions.
+
+The train step registers its model (``register_model``) with tags that tie the version to the
+nbmill run that made it::
+
+    nbmill.run_id            the nbmill run (runs/<run-id>/)
+    nbmill.commit            the git commit the run ran at ("" when unknown)
+    nbmill.data_sha256       sha256 of the training data file
+    nbmill.environment       the run's environment fingerprint (run.json; "" outside a run)
+    nbmill.artifacts_sha256  ``tree_digest`` of the version's files, as
+                             ``models:/NAME/VERSION`` downloads them (MLflow adds a
+                             ``registered_model_meta`` file naming the model and version); the
+                             run's ``model_dir`` is replaced by exactly those files, so the run
+                             record, the deploy package and the registry all hold one digest,
+                             which ``nbmill serve`` re-checks
+
+This module imports MLflow (seconds), so only what needs the registry imports it; a notebook
+that does has it preloaded by its warm kernel. The store is
+``tracking.tracking_uri(project_dir)``: ``MLFLOW_TRACKING_URI`` if set, else the project's sqlite.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+
+from nbmill import tracking
+from nbmill._hashing import sha256_file, tree_digest
+from nbmill._time import iso_from_timestamp
+from nbmill.errors import NbmillError
+from nbmill.governance.events import Notifier
+from nbmill.models import store as st
+from nbmill.models.aliases import subject, why
+from nbmill.records.provenance import git_info, who
+
+
+def run_provenance(data_path: str | Path, project_dir: Path | None = None) -> dict[str, str]:
+    """The keyword arguments ``register_model`` needs from the current run, for a notebook:
+    run id, git commit, the data file's sha256 and the environment fingerprint."""
+    ctx = tracking.context()
+    run = tracking.run_json(ctx)
+    if run:
+        commit = (run.get("git") or {}).get("commit")
+    else:
+        commit = git_info(Path(project_dir or ctx.project_dir))["commit"]
+    return {
+        "run_id": ctx.run_id,
+        "commit": commit or "",
+        "data_sha256": sha256_file(Path(data_path)),
+        "environment_fingerprint": (run.get("environment") or {}).get("fingerprint", ""),
+    }
+
+
+def _source(model_uri_or_info: Any) -> tuple[str, str | None, str | None]:
+    """(source URI, MLflow run id, logged model id) of what ``log_model`` returned or a URI:
+    ``models:/<model-id>`` (MLflow 3's logged models) or ``runs:/<run-id>/<path>``."""
+    uri = getattr(model_uri_or_info, "model_uri", model_uri_or_info)
+    if not isinstance(uri, str):
+        raise NbmillError(f"register_model: expected a ModelInfo or a model URI, got {uri!r}")
+    run_id = getattr(model_uri_or_info, "run_id", None)
+    model_id = getattr(model_uri_or_info, "model_id", None)
+    if uri.startswith("models:/") and "/" not in uri.removeprefix("models:/"):
+        model_id = model_id or uri.removeprefix("models:/")
+    elif uri.startswith("runs:/"):
+        run_id = run_id or uri.removeprefix("runs:/").split("/", 1)[0]
+    else:
+        raise NbmillError(
+            f"register_model: {uri!r} is not a logged model (models:/<id>) or runs:/ URI"
+        )
+    return uri, run_id, model_id
+
+
+def _create_version(store: st.Store, uri: str, name: str, tags: dict[str, str]):
+    source, run_id, model_id = _source(uri)
+    if model_id and not run_id:
+        run_id = store.client.get_logged_model(model_id).source_run_id
+    try:
+        store.client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    return store.client.create_model_version(
+        name, source, run_id=run_id, tags=tags, model_id=model_id
+    )
+
+
+def register_model(
+    model_uri_or_info: Any,
+    name: str,
+    *,
+    run_id: str,
+    commit: str,
+    data_sha256: str,
+    environment_fingerprint: str,
+    model_dir: str | Path,
+    metrics: Mapping[str, float] | None = None,
+    project_dir: Path | None = None,
+    notifier: Notifier | None = None,
+) -> str:
+    """Register a logged model as a new version of ``name``; returns the version.
+
+    ``model_uri_or_info`` is what ``log_model`` returned (ModelInfo) or a model URI.
+    ``model_dir`` (the run's model folder) is replaced by exactly the registered version's
+    files, and their ``tree_digest`` is tagged ``nbmill.artifacts_sha256``. Emits
+    ``nbmill.model.registered``.
+    """
+    st.check_name(name)
+    store = st.Store.of(project_dir)
+    tags = {
+        st.TAG_RUN_ID: run_id,
+        st.TAG_COMMIT: commit or "",
+        st.TAG_DATA: data_sha256,
+        st.TAG_ENVIRONMENT: environment_fingerprint or "",
+    }
+    registered = _create_version(store, model_uri_or_info, name, tags)
+    version = str(registered.version)
+    model_dir = Path(model_dir)
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    model_dir.mkdir(parents=True)
+    store.download(f"models:/{name}/{version}", model_dir)
+    digest = tree_digest(model_dir)
+    store.client.set_model_version_tag(name, version, st.TAG_ARTIFACTS, digest)
+    data = {
+        "model": name,
+        "version": version,
+        "run_id": run_id,
+        "who": who(),
+        "why": why(None),
+        "artifacts_sha256": digest,
+        "commit": commit or "",
+        "data_sha256": data_sha256,
+        "environment": environment_fingerprint or "",
+        "mlflow_run_id": registered.run_id or None,
+        "source": registered.source,
+    }
+    if metrics:
+        data["metrics"] = {k: float(v) for k, v in metrics.items()}
+    with tracking.emitter(st.project(project_dir), notifier) as emit:
+        emit.emit("nbmill.model.registered", subject(name, version), data)
+    return version
+
+
+def fetch(
+    name: str, version: str | int, dst: str | Path | None = None, project_dir: Path | None = None
+) -> Path:
+    """Download a version's files into ``dst`` (a new temporary folder by default) and check
+    them against the version's ``nbmill.artifacts_sha256`` tag; returns the folder."""
+    store = st.Store.of(project_dir)
+    found = st.version(store, name, version)
+    return download_version(store, found, dst)
+
+
+def download_version(store: st.Store, found: Any, dst: str | Path | None = None) -> Path:
+    name, version = found.name, str(found.version)
+    target = Path(dst) if dst else Path(tempfile.mkdtemp(prefix="nbmill-model-"))
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    store.download(f"models:/{name}/{version}", target)
+    expected = (found.tags or {}).get(st.TAG_ARTIFACTS)
+    actual = tree_digest(target)
+    if expected and actual != expected:
+        raise NbmillError(
+            f"model '{name}' version {version}: its files have sha256 {actual[:16]}…, but "
+            f"{expected[:16]}… was recorded when it was registered; the artifacts changed"
+        )
+    return target
+
+
+def find_candidate(name: str, model_dir: str | Path, project_dir: Path | None = None):
+    """The version (an MLflow ModelVersion) of ``name`` whose registered files are exactly
+    those in ``model_dir``."""
+    store = st.Store.of(project_dir)
+    digest = tree_digest(Path(model_dir))
+    found = st.versions(store, name, f"tags.`{st.TAG_ARTIFACTS}` = '{digest}'")
+    if not found:
+        st.registered(store, name)  # no such model: say so first
+        raise NbmillError(
+            f"{model_dir}: no version of model '{name}' has these files (sha256 {digest[:16]}…); "
+            "the train step registers its model with nbmill.models.register_model"
+        )
+    latest = found[-1]
+    return store.client.get_model_version(name, str(latest.version))  # with its aliases
+
+
+def list_models(
+    name: str | None = None,
+    *,
+    metric_names: Sequence[str] | None = None,
+    project_dir: Path | None = None,
+) -> list[dict[str, Any]]:
+    """One row per version, each model's newest first: name, version, aliases, nbmill run id,
+    MLflow run id, created, commit, artifacts sha256, gate reason, and the metrics of the MLflow
+    run that logged it (all of them, or ``metric_names`` such as ``evaluate.test_r2``)."""
+    store = st.Store.of(project_dir)
+    models = [st.registered(store, name)] if name else st.all_models(store)
+    runs: dict[str, dict[str, float]] = {}
+    rows = []
+    for model in sorted(models, key=lambda m: m.name):
+        aliases: dict[str, list[str]] = {}
+        for alias, version in st.aliases_of(model).items():
+            aliases.setdefault(version, []).append(alias)
+        for found in reversed(st.versions(store, model.name)):
+            run = found.run_id or ""
+            if run and run not in runs:
+                try:
+                    runs[run] = dict(store.client.get_run(run).data.metrics)
+                except MlflowException:  # the run was deleted: the version still lists
+                    runs[run] = {}
+            metrics = runs.get(run, {})
+            if metric_names is not None:
+                metrics = {k: metrics[k] for k in metric_names if k in metrics}
+            tags = found.tags or {}
+            version = str(found.version)
+            rows.append(
+                {
+                    "name": model.name,
+                    "version": version,
+                    "aliases": sorted(aliases.get(version, [])),
+                    "run_id": tags.get(st.TAG_RUN_ID),
+                    "mlflow_run_id": run or None,
+                    "created": iso_from_timestamp(found.creation_timestamp / 1000),
+                    "commit": tags.get(st.TAG_COMMIT),
+                    "artifacts_sha256": tags.get(st.TAG_ARTIFACTS),
+                    "gate": tags.get(st.TAG_GATE_REASON),
+                    "metrics": metrics,
+                }
+            )
+    return rows
+
+
+def resolve_registered(ref: str, project_dir: Path) -> tuple[Path, str | None, dict[str, Any]]:
+    """``NAME@ALIAS`` or ``NAME/VERSION`` (``models:/`` optional) for ``nbmill serve``: the
+    downloaded model folder, the sha256 it must have, and its identity for /health."""
+    text = ref.removeprefix("models:/")
+    if "@" in text:
+        name, alias = text.split("@", 1)
+        version = None
+    elif "/" in text:
+        name, version = text.rsplit("/", 1)
+        alias = None
+    else:
+        raise NbmillError(
+            f"'{ref}': not a folder, nor a registered model as NAME@ALIAS or NAME/VERSION"
+        )
+    store = st.Store.of(Path(project_dir))
+    if alias is not None:
+        version = st.aliases_of(st.registered(store, name)).get(alias)
+        if version is None:
+            raise NbmillError(f"model '{name}' has no version with alias '{alias}'")
+    found = st.version(store, name, version)
+    expected = (found.tags or {}).get(st.TAG_ARTIFACTS)
+    folder = download_version(store, found)
+    identity = {
+        "model": name,
+        "version": str(version),
+        "alias": alias,
+        "run_id": (found.tags or {}).get(st.TAG_RUN_ID),
+    }
+    return folder, expected, identity

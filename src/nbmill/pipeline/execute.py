@@ -1,0 +1,102 @@
+"""One notebook through papermill: parameters and paths injected, in a fresh kernel.
+
+A kernel started ahead (kernels.py) is handed to papermill as ``km``; otherwise papermill starts
+its own, with the step's environment and IPC sockets in a private folder.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nbmill._environ import environ
+from nbmill.pipeline.kernels import KERNEL, KernelStart
+from nbmill.project.notebook import declared_parameters
+from nbmill.project.params import RUN_DIR
+from nbmill.project.secret import install_papermill_translator
+from nbmill.project.spec import Step
+
+
+@dataclass
+class StepFailure(Exception):
+    """Why a step did not complete (a cell raised, an output is missing, the kernel died)."""
+
+    kind: str
+    message: str
+    cell: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"type": self.kind, "message": self.message, "cell": self.cell}
+
+
+def first_line(text: str) -> str:
+    text = (text or "").strip()
+    return text.splitlines()[0] if text else ""
+
+
+def execute_notebook(
+    step: Step,
+    values: dict[str, Any],
+    run_dir: Path,
+    output: Path,
+    env: dict[str, str],
+    kernel: KernelStart | None,
+) -> None:
+    """Run ``step``'s notebook into ``output``; raises StepFailure (the partial notebook, with
+    papermill's error marker, is written all the same)."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+    from traitlets.config import Config
+
+    install_papermill_translator()  # ${env:NAME} values are injected as os.environ lookups
+    paths = {name: str(run_dir / rel) for name, rel in {**step.inputs, **step.outputs}.items()}
+    if RUN_DIR in declared_parameters(step.notebook):
+        paths[RUN_DIR] = str(run_dir)
+    for rel in step.outputs.values():
+        (run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+    options: dict[str, Any] = dict(
+        parameters={**values, **paths},
+        kernel_name=KERNEL,
+        cwd=str(step.notebook.parent),
+        progress_bar=False,
+        log_output=False,
+    )
+    try:
+        km = kernel.take() if kernel is not None else None
+        if km is not None:  # started ahead with this step's environment and folder
+            papermill.execute_notebook(str(step.notebook), str(output), km=km, **options)
+        else:  # papermill starts the kernel: it inherits this process's environment, so set it
+            with environ(env), tempfile.TemporaryDirectory(prefix="nbmill-kernel-") as sockets:
+                ipc = {"transport": "ipc", "ip": f"{sockets}/kernel"}  # no TCP port
+                papermill.execute_notebook(
+                    str(step.notebook),
+                    str(output),
+                    config=Config({"KernelManager": ipc}),
+                    **options,
+                )
+    except PapermillExecutionError as exc:
+        raise StepFailure(exc.ename, first_line(exc.evalue), cell=exc.exec_count) from None
+    except Exception as exc:  # the kernel died, timed out, or would not start
+        raise StepFailure(type(exc).__name__, first_line(str(exc))) from None
+    finally:
+        if kernel is not None:
+            kernel.shutdown()
+
+
+def preload_runtime() -> None:
+    """Import, in this thread and before any other starts, what the kernel and HTML threads use.
+
+    Two threads importing modules that depend on each other can see one of them half
+    initialised; so the threads started later import nothing new. MLflow is not among them:
+    only a run whose notebooks opened an MLflow run imports it, at the end.
+    """
+    import jupyter_client.provisioning  # noqa: F401
+    import papermill  # noqa: F401
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    from nbmill.records.render import preload
+
+    KernelSpecManager().get_kernel_spec(KERNEL)  # imports ipykernel's kernelspec
+    preload()

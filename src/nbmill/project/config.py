@@ -1,0 +1,170 @@
+"""Project settings from ``nbmill.yml`` (optional), validated once into typed objects.
+
+    runs_dir: runs                   # where run folders, the ledger and the spool live
+    ledger: runs/ledger.jsonl
+    key_metrics: [evaluate.test_r2]  # columns of `nbmill runs`
+    notify:
+      - name: team
+        type: webhook                # POST each event
+        url: ${env:NBMILL_WEBHOOK_URL}
+        format: teams                # cloudevents (default), teams or slack
+        events: [nbmill.run.failed, nbmill.model.*]
+      - name: devops
+        type: azure-devops           # logging commands; on by itself when TF_BUILD is set
+
+A params file's own ``notify:`` list adds sinks for that environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from nbmill._yaml import load_yaml, reject_unknown
+from nbmill.errors import NbmillError
+from nbmill.project.secret import EnvRef, env_ref
+
+CONFIG_FILE = "nbmill.yml"
+ENV_RUNS_DIR = "NBMILL_RUNS_DIR"  # overrides runs_dir (and with it the ledger's default place)
+CONFIG_KEYS = {"runs_dir", "ledger", "key_metrics", "notify"}
+SINK_TYPES = ("webhook", "azure-devops")
+FORMATS = ("cloudevents", "teams", "slack")
+SINK_KEYS = {"name", "type", "url", "format", "events", "retries", "timeout_s"}
+
+
+class ConfigError(NbmillError):
+    """nbmill.yml (or a params file's notify section) is malformed."""
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    name: str
+    type: str
+    url: EnvRef | None = None
+    format: str = "cloudevents"
+    events: tuple[str, ...] = ("*",)
+    retries: int = 3
+    timeout_s: float = 5.0
+
+    def wants(self, event_type: str) -> bool:
+        return any(
+            pattern == "*"
+            or pattern == event_type
+            or (pattern.endswith(".*") and event_type.startswith(pattern[:-1]))
+            for pattern in self.events
+        )
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    project_dir: Path
+    runs_dir: Path
+    ledger: Path
+    notify: tuple[SinkConfig, ...] = ()
+    key_metrics: tuple[str, ...] | None = None
+    path: Path | None = None
+    extra_sinks: tuple[SinkConfig, ...] = field(default=())
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.runs_dir / ".spool"
+
+    @property
+    def sinks(self) -> tuple[SinkConfig, ...]:
+        return self.notify + self.extra_sinks
+
+    def with_sinks(self, raw: Any, where: str) -> ProjectConfig:
+        """The same config plus the sinks of a params file's ``notify:`` section."""
+        extra = parse_sinks(raw, where)
+        names = {s.name for s in self.notify}
+        for sink in extra:
+            if sink.name in names:
+                raise ConfigError(f"{where}: notify '{sink.name}' is already defined in nbmill.yml")
+        return replace(self, extra_sinks=extra)
+
+    def with_params_file(self, params_file: Any) -> ProjectConfig:
+        """The config a run with this params file (a ``ParamsFile``, or None) notifies with:
+        plus the sinks of its ``notify:`` section, if it has one."""
+        notify = params_file.sections.get("notify") if params_file is not None else None
+        return self.with_sinks(notify, str(params_file.path)) if notify else self
+
+
+def load_config(project_dir: Path, runs_dir: Path | None = None) -> ProjectConfig:
+    project_dir = Path(project_dir).resolve()
+    path = project_dir / CONFIG_FILE
+    raw: dict[str, Any] = {}
+    if path.exists():
+        raw = load_yaml(path, "config", ConfigError) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings")
+        reject_unknown(raw, CONFIG_KEYS, str(path), ConfigError, "setting")
+    if runs_dir is None and os.environ.get(ENV_RUNS_DIR):
+        runs_dir = Path(os.environ[ENV_RUNS_DIR])
+    runs = Path(runs_dir) if runs_dir else project_dir / str(raw.get("runs_dir", "runs"))
+    runs = runs.resolve()
+    ledger = raw.get("ledger")
+    key_metrics = raw.get("key_metrics")
+    if key_metrics is not None and not (
+        isinstance(key_metrics, list) and all(isinstance(m, str) for m in key_metrics)
+    ):
+        raise ConfigError(f"{path}: 'key_metrics' must be a list of metric names")
+    return ProjectConfig(
+        project_dir=project_dir,
+        runs_dir=runs,
+        ledger=(project_dir / str(ledger)).resolve() if ledger else runs / "ledger.jsonl",
+        notify=parse_sinks(raw.get("notify"), str(path)),
+        key_metrics=tuple(key_metrics) if key_metrics else None,
+        path=path if path.exists() else None,
+    )
+
+
+def parse_sinks(raw: Any, where: str) -> tuple[SinkConfig, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: 'notify' must be a list of sinks")
+    sinks, names = [], set()
+    for index, item in enumerate(raw, start=1):
+        sink = _parse_sink(item, f"{where}: notify #{index}")
+        if sink.name in names:
+            raise ConfigError(f"{where}: notify '{sink.name}' is defined twice")
+        names.add(sink.name)
+        sinks.append(sink)
+    return tuple(sinks)
+
+
+def _parse_sink(item: Any, at: str) -> SinkConfig:
+    if not isinstance(item, dict):
+        raise ConfigError(f"{at}: expected a mapping with 'name' and 'type'")
+    reject_unknown(item, SINK_KEYS, at, ConfigError)
+    name, kind = item.get("name"), item.get("type")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{at}: 'name' is required")
+    at = f"{at.rsplit(':', 1)[0]}: notify '{name}'"
+    if kind not in SINK_TYPES:
+        raise ConfigError(f"{at}: 'type' must be one of {', '.join(SINK_TYPES)}, got {kind!r}")
+    url = None
+    if kind == "webhook":
+        url = env_ref(item.get("url"))
+        if url is None:
+            raise ConfigError(
+                f"{at}: 'url' must be an environment reference such as "
+                "${env:NBMILL_WEBHOOK_URL}, "
+                "so that the URL and its token stay out of the repository, records and logs"
+            )
+    fmt = item.get("format", "cloudevents")
+    if fmt not in FORMATS:
+        raise ConfigError(f"{at}: 'format' must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    events = item.get("events", ["*"])
+    if isinstance(events, str):
+        events = [events]
+    if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
+        raise ConfigError(f"{at}: 'events' must be a list of event types (nbmill.run.* style)")
+    retries, timeout = item.get("retries", 3), item.get("timeout_s", 5.0)
+    if not isinstance(retries, int) or retries < 0:
+        raise ConfigError(f"{at}: 'retries' must be a whole number >= 0")
+    if not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise ConfigError(f"{at}: 'timeout_s' must be a positive number of seconds")
+    return SinkConfig(name, kind, url, fmt, tuple(events), retries, float(timeout))

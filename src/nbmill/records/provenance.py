@@ -1,0 +1,80 @@
+"""Who ran what, where, at which commit and in which environment."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import platform
+import socket
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from nbmill._hashing import sha256_text
+
+CI_VARIABLES = ("TF_BUILD", "BUILD_BUILDID", "BUILD_BUILDNUMBER", "SYSTEM_TEAMPROJECT")
+
+
+def git_info(project_dir: Path) -> dict[str, Any]:
+    """Commit, dirty flag (tracked files only), branch and subject; all None outside git."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=project_dir, capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None, "branch": None, "subject": None}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "commit": commit,
+        "dirty": bool(status),
+        "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
+        "subject": git("log", "-1", "--format=%s"),
+    }
+
+
+def who() -> str:
+    """Azure DevOps' requester when inside a pipeline, else the OS user."""
+    requested = os.environ.get("BUILD_REQUESTEDFOR")
+    if requested:
+        email = os.environ.get("BUILD_REQUESTEDFOREMAIL")
+        return f"{requested} <{email}>" if email else requested
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name (e.g. a container without /etc/passwd entry)
+        return f"uid:{os.getuid()}"
+
+
+def installed_distributions() -> list[str]:
+    """Every installed distribution as ``name==version``, sorted by normalised name."""
+    names = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            names[name.lower().replace("_", "-")] = dist.version
+    return [f"{name}=={version}" for name, version in sorted(names.items())]
+
+
+def environment_fingerprint(lines: list[str]) -> str:
+    return sha256_text("\n".join(lines))
+
+
+def provenance(project_dir: Path, reason: str | None) -> dict[str, Any]:
+    """The run.json fields that say who, why, at which commit, on which host."""
+    git = git_info(project_dir)
+    return {
+        "who": who(),
+        "why": reason or git.get("subject") or "",
+        "git": {k: git[k] for k in ("commit", "dirty", "branch")},
+        "host": socket.gethostname(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "ci": {key: os.environ[key] for key in CI_VARIABLES if key in os.environ},
+    }
