@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -19,10 +18,14 @@ STEPS = ["prep", "train", "evaluate", "deploy"]
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+def e2e_store(tmp_path_factory) -> str:
+    """The run's own MLflow store: its model is the first of its name, so the gate promotes it."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, e2e_store) -> tuple[subprocess.CompletedProcess, Path]:
     runs = tmp_path_factory.mktemp("runs")
-    store = tmp_path_factory.mktemp("mlflow")  # its own registry: this run's model is the first
-    os.environ["NBMILL_E2E_STORE"] = f"sqlite:///{store}/mlflow.db"
     done = nbmill(
         "run",
         "pipelines/training.yml",
@@ -33,7 +36,7 @@ def finished(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
         "--runs-dir",
         str(runs),
         cwd=ROOT,
-        env={"MLFLOW_TRACKING_URI": os.environ["NBMILL_E2E_STORE"]},
+        env={"MLFLOW_TRACKING_URI": e2e_store},
     )
     folders = sorted(p for p in runs.iterdir() if (p / "run.json").exists())
     assert len(folders) == 1, done.stderr
@@ -151,27 +154,27 @@ def test_metrics_are_recorded_and_plausible(finished):
     assert metrics["deploy.smoke_max_abs_diff"] <= 1e-9
 
 
-def test_the_mlflow_run_is_tagged_with_the_run_id_and_has_the_model(finished):
-    import mlflow
+def test_the_mlflow_run_is_tagged_with_the_run_id_and_has_the_model(finished, e2e_store):
+    import mlflow.artifacts
+    import mlflow.pyfunc
+    from mlflow import MlflowClient
 
     _, run_dir = finished
-    mlflow.set_tracking_uri(os.environ["NBMILL_E2E_STORE"])
-    runs = mlflow.search_runs(
-        search_all_experiments=True,
-        output_format="list",
-        filter_string=f"tags.`nbmill.run_id` = '{run_dir.name}'",
-    )
+    client = MlflowClient(tracking_uri=e2e_store)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, filter_string=f"tags.`nbmill.run_id` = '{run_dir.name}'")
     assert len(runs) == 1
     run = runs[0]
     assert run.info.status == "FINISHED"
     assert run.data.metrics["evaluate.test_r2"] == load_run(run_dir)["metrics"]["evaluate.test_r2"]
     assert run.data.params["alpha"] == "1.0"
-    models = mlflow.search_logged_models(
-        experiment_ids=[run.info.experiment_id], output_format="list"
-    )
+    models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
     mine = [m for m in models if m.source_run_id == run.info.run_id]
     assert len(mine) == 1
-    loaded = mlflow.pyfunc.load_model(f"models:/{mine[0].model_id}")
+    local = mlflow.artifacts.download_artifacts(
+        f"models:/{mine[0].model_id}", tracking_uri=e2e_store, registry_uri=e2e_store
+    )
+    loaded = mlflow.pyfunc.load_model(local)
     assert loaded.metadata.signature is not None
     assert json.loads((run_dir / "mlflow.json").read_text())["run_id"] == run.info.run_id
 

@@ -521,3 +521,114 @@ def test_the_cli_promotes_rolls_back_and_lists_with_the_ledger_as_witness(
     missing = nbmill("promote", three_versions, "9", "--reason", "x", cwd=project, env=env)
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
     assert "9" in missing.stderr
+
+
+# --- how the registry talks to MLflow --------------------------------------------------------
+
+
+def counting(monkeypatch, cls, method: str) -> list:
+    """Record the calls nbmill's own code makes of a real method (the call still goes through;
+    MLflow's client calls some methods itself, which are not counted)."""
+    import sys
+
+    calls: list = []
+    real = getattr(cls, method)
+
+    def wrapper(self, *args, **kwargs):
+        if "/nbmill/" in sys._getframe(1).f_code.co_filename:
+            calls.append(args)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, method, wrapper)
+    return calls
+
+
+def test_a_promotion_reads_the_registered_model_once(three_versions, project, monkeypatch):
+    from mlflow import MlflowClient
+
+    reads = counting(monkeypatch, MlflowClient, "get_registered_model")
+    moves.promote(three_versions, 2, reason="release 2", project_dir=project)
+    assert len(reads) == 1
+    assert aliases(three_versions) == {"production": "2"}
+
+
+def test_finding_the_candidate_lists_no_runs_and_knows_its_aliases(
+    logged, data, name, project, tmp_path, monkeypatch
+):
+    from mlflow import MlflowClient
+
+    model_dir = tmp_path / "model"
+    register(logged["good"], name, project, model_dir, data)
+    moves.promote(name, "1", alias="staging", reason="try", project_dir=project)
+    runs = counting(monkeypatch, MlflowClient, "get_run")
+    candidate = registry.find_candidate(name, model_dir, project)
+    assert str(candidate.version) == "1" and list(candidate.aliases) == ["staging"]
+    assert runs == []
+
+
+def test_the_registry_leaves_mlflows_own_tracking_uri_alone(
+    store, three_versions, project, tmp_path, monkeypatch
+):
+    import mlflow
+
+    elsewhere = f"sqlite:///{tmp_path}/elsewhere.db"
+    mlflow.set_tracking_uri(elsewhere)  # what a notebook's own code may have set
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)  # the project's store, for nbmill
+    try:
+        moves.promote(three_versions, 3, reason="release 3", project_dir=project)
+        assert mlflow.get_tracking_uri() == elsewhere
+    finally:
+        mlflow.set_tracking_uri(store)
+    assert aliases(three_versions) == {"production": "3"}
+
+
+class StubRegistry:
+    """A real HTTP server on 127.0.0.1 answering MLflow's REST API with one fixed error."""
+
+    def __init__(self, status: int, code: str):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        answer = json.dumps({"error_code": code, "message": f"{code} from the stub"}).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.uri = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "missing"),
+    [(404, "RESOURCE_DOES_NOT_EXIST", True), (403, "PERMISSION_DENIED", False)],
+)
+def test_only_a_missing_version_counts_as_deleted(status, code, missing, monkeypatch):
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from nbmill.models import store as st
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    stub = StubRegistry(status, code)
+    try:
+        store = st.Store(stub.uri, MlflowClient(tracking_uri=stub.uri, registry_uri=stub.uri))
+        if missing:
+            assert st.exists(store, "m", "2") is False
+        else:
+            with pytest.raises(MlflowException, match="PERMISSION_DENIED from the stub"):
+                st.exists(store, "m", "2")
+    finally:
+        stub.close()

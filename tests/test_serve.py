@@ -92,8 +92,8 @@ def model(tmp_path_factory):
 class Server(Service):
     """The real ``nbmill serve`` (as the deploy step starts it), plus raw requests for tests."""
 
-    def __init__(self, model_ref: Path, collect: Path | None, tmp: Path):
-        super().__init__(model_ref, cwd=tmp, collect_dir=collect)
+    def __init__(self, model_ref: Path, collect: Path | None, tmp: Path, workers: int = 1):
+        super().__init__(model_ref, cwd=tmp, collect_dir=collect, workers=workers)
         self.url = self.base
 
     def get(self, path: str):
@@ -166,12 +166,47 @@ def test_missing_or_wrong_keys_are_refused(server):
     assert status == 401 and "invalid key" in answer["error"]
 
 
+def _metric(text: str, name: str) -> float:
+    (line,) = [line for line in text.splitlines() if line.startswith(name + " ")]
+    return float(line.rsplit(" ", 1)[1])
+
+
 def test_metrics_count_requests_by_status(server):
-    server.post(body(diabetes.FEATURES, [ROW]))
-    _, text = server.get("/metrics")
-    assert 'nbmill_requests_total{status="200"}' in text
-    assert 'nbmill_requests_total{status="401"}' in text
-    assert 'nbmill_request_latency_seconds_bucket{le="+Inf"}' in text
+    _, before = server.get("/metrics")
+    ok = 'nbmill_requests_total{status="200"}'
+    refused = 'nbmill_requests_total{status="401"}'
+    counts = {name: _metric(before, name) if name in before else 0.0 for name in (ok, refused)}
+    assert server.post(body(diabetes.FEATURES, [ROW, ROW]))[0] == 200
+    assert server.post(body(diabetes.FEATURES, [ROW]), key="wrong")[0] == 401
+    _, after = server.get("/metrics")
+    assert _metric(after, ok) == counts[ok] + 1
+    assert _metric(after, refused) == counts[refused] + 1
+    assert 'nbmill_request_latency_seconds_bucket{le="+Inf"}' in after
+
+
+def test_metrics_count_every_worker_whichever_answers_the_scrape(model, tmp_path):
+    running = Server(model["dir"], None, tmp_path, workers=2)
+    try:
+        running.wait_ready()
+        statuses: list[int] = []
+        threads = [
+            threading.Thread(
+                target=_post_many,
+                args=(running, body(diabetes.FEATURES, [ROW]), 20, statuses),
+            )
+            for _ in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert statuses == [200] * 80
+        scrapes = [running.get("/metrics")[1] for _ in range(6)]  # new connection each time
+        totals = {_metric(t, 'nbmill_requests_total{status="200"}') for t in scrapes}
+        assert totals == {80.0}
+        assert {_metric(t, "nbmill_rows_scored_total") for t in scrapes} == {80.0}
+    finally:
+        running.stop()
 
 
 def _post_many(server: Server, data: bytes, count: int, statuses: list[int]) -> None:

@@ -51,7 +51,13 @@ def _request(url: str, body: bytes | None = None, key: str | None = None, timeou
 class Service:
     """``nbmill serve`` for a package, started in a child process on a free 127.0.0.1 port."""
 
-    def __init__(self, package_dir: Path, cwd: Path | None = None, collect_dir: Path | None = None):
+    def __init__(
+        self,
+        package_dir: Path,
+        cwd: Path | None = None,
+        collect_dir: Path | None = None,
+        workers: int = 1,
+    ):
         self.port, self.key = free_port(), secrets.token_urlsafe(24)
         self.base = f"http://127.0.0.1:{self.port}"
         collect = ["--collect-dir", str(collect_dir)] if collect_dir else ["--no-collect"]
@@ -64,6 +70,8 @@ class Service:
                 str(package_dir),
                 "--port",
                 str(self.port),
+                "--workers",
+                str(workers),
                 *collect,
             ],
             env={**os.environ, "NBMILL_SERVE_KEY": self.key},

@@ -46,8 +46,16 @@ class Collector:
         self._thread = threading.Thread(target=self._run, name="nbmill-collect", daemon=True)
         self._thread.start()
 
-    def add(self, status: int, seconds: float, request: bytes, response: bytes) -> None:
-        item = (time.time(), status, seconds, request, response)
+    def add(
+        self,
+        status: int,
+        seconds: float,
+        request: bytes,
+        response: bytes,
+        at: float | None = None,
+    ) -> None:
+        """Queue one scored request (``at``: when, POSIX seconds; now by default)."""
+        item = (time.time() if at is None else at, status, seconds, request, response)
         with self._lock:
             self._items.append(item)
 

@@ -1,0 +1,170 @@
+"""The service's parts on their own: batching, Prometheus metrics, collection files, start-up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nbmill import _hashing
+from nbmill.models.package import package_model
+from nbmill.serving import request as request_module
+from nbmill.serving.batching import Batcher
+from nbmill.serving.collect import Collector, read_collected
+from nbmill.serving.metrics import Metrics
+from nbmill.serving.startup import build_app, prepare
+from nbmill_example import diabetes
+from tests.conftest import ROOT
+
+# --- batching ---------------------------------------------------------------------------------
+
+
+def test_requests_in_one_turn_of_the_loop_are_scored_in_one_call():
+    calls: list[int] = []
+
+    def predict(matrix: np.ndarray) -> np.ndarray:
+        calls.append(len(matrix))
+        return matrix.sum(axis=1)
+
+    async def score_three():
+        batcher = Batcher(predict)
+        futures = [batcher.score(np.full((rows, 2), float(rows))) for rows in (1, 2, 3)]
+        return [await f for f in futures]
+
+    answers = asyncio.run(score_three())
+    assert calls == [6]  # one predict over 1 + 2 + 3 rows
+    assert [a.ravel().tolist() for a in answers] == [[2.0], [4.0, 4.0], [6.0, 6.0, 6.0]]
+
+
+def test_a_model_failure_fails_every_request_of_its_batch_and_the_next_batch_works():
+    def predict(matrix: np.ndarray) -> np.ndarray:
+        if (matrix < 0).any():
+            raise ValueError("negative input")
+        return matrix[:, 0]
+
+    async def scenario():
+        batcher = Batcher(predict)
+        first = [batcher.score(np.array([[1.0]])), batcher.score(np.array([[-1.0]]))]
+        results = await asyncio.gather(*first, return_exceptions=True)
+        later = await batcher.score(np.array([[5.0]]))
+        return results, later
+
+    results, later = asyncio.run(scenario())
+    assert all(isinstance(r, ValueError) for r in results)
+    assert later.ravel().tolist() == [5.0]
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+
+def sample(text: str, name: str) -> float:
+    (line,) = [line for line in text.splitlines() if line.startswith(name + " ")]
+    return float(line.rsplit(" ", 1)[1])
+
+
+def test_metrics_render_counts_errors_rows_and_a_cumulative_histogram(monkeypatch):
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    metrics = Metrics()
+    metrics.observe(200, 0.0004, rows=3)
+    metrics.observe(200, 0.003, rows=1)
+    metrics.observe(400, 0.2, rows=0)
+    text = metrics.render().decode()
+    assert sample(text, 'nbmill_requests_total{status="200"}') == 2
+    assert sample(text, 'nbmill_requests_total{status="400"}') == 1
+    assert sample(text, "nbmill_request_errors_total") == 1
+    assert sample(text, "nbmill_rows_scored_total") == 4
+    bucket = 'nbmill_request_latency_seconds_bucket{le="%s"}'
+    assert sample(text, bucket % "0.0005") == 1
+    assert sample(text, bucket % "0.005") == 2
+    assert sample(text, bucket % "0.25") == 3 and sample(text, bucket % "+Inf") == 3
+    assert sample(text, "nbmill_request_latency_seconds_count") == 3
+    assert sample(text, "nbmill_request_latency_seconds_sum") == pytest.approx(0.2034)
+
+
+def test_two_apps_in_one_process_keep_their_own_counts(monkeypatch):
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    one, two = Metrics(), Metrics()
+    one.observe(200, 0.001, rows=1)
+    assert sample(one.render().decode(), 'nbmill_requests_total{status="200"}') == 1
+    assert 'status="200"' not in two.render().decode()
+
+
+# --- collection files -------------------------------------------------------------------------
+
+NOON = 1796126400.0  # 2026-12-01T12:00:00Z
+
+
+def test_collection_rotates_by_size_and_loses_nothing(tmp_path):
+    collector = Collector(tmp_path, prefix="w1", max_bytes=600, flush_s=3600)
+    for i in range(12):
+        collector.add(200, 0.001, json.dumps({"i": i}).encode(), b'{"predictions":[1]}', NOON)
+        collector.flush()
+    collector.close()
+    files = sorted(p.name for p in tmp_path.glob("*.jsonl"))
+    assert len(files) > 1 and files[0] == "20261201T12-w1-0000.jsonl"
+    assert all(p.stat().st_size <= 600 for p in tmp_path.glob("*.jsonl"))
+    assert [r["request"]["i"] for r in read_collected(tmp_path)] == list(range(12))
+
+
+def test_collection_starts_a_file_for_each_hour(tmp_path):
+    collector = Collector(tmp_path, prefix="w1", flush_s=3600)
+    for hour in range(3):
+        collector.add(200, 0.001, b'{"h": %d}' % hour, b"{}", NOON + hour * 3600)
+        collector.flush()
+    collector.close()
+    names = sorted(p.name for p in tmp_path.glob("*.jsonl"))
+    assert names == [f"20261201T{12 + h}-w1-0000.jsonl" for h in range(3)]
+    assert [r["time"][:13] for r in read_collected(tmp_path)] == [
+        "2026-12-01T12",
+        "2026-12-01T13",
+        "2026-12-01T14",
+    ]
+
+
+def test_close_writes_what_is_still_buffered(tmp_path):
+    collector = Collector(tmp_path, flush_s=3600)
+    collector.add(200, 0.002, b'{"a": 1}', b'{"predictions": [2]}')
+    collector.close()
+    (record,) = read_collected(tmp_path)
+    assert record["request"] == {"a": 1} and record["status"] == 200
+
+
+# --- start-up ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("startup")
+    train, _ = diabetes.split(diabetes.load(), test_size=0.2, seed=42)
+    diabetes.save_model(diabetes.fit(train, alpha=1.0), train, folder / "model")
+    package_model(folder / "model", folder / "package", ROOT / "environment.yml")
+    return folder / "package"
+
+
+def test_start_up_hashes_each_file_once_and_reads_mlmodel_once(package, tmp_path, monkeypatch):
+    monkeypatch.setenv("NBMILL_SERVE_KEY", "k")
+    hashed: list[str] = []
+    read: list[Path] = []
+    real_hash, real_read = _hashing.sha256_file, request_module.read_mlmodel
+
+    def counting_hash(path):
+        hashed.append(Path(path).relative_to(package).as_posix())
+        return real_hash(path)
+
+    def counting_read(folder):
+        read.append(Path(folder))
+        return real_read(folder)
+
+    monkeypatch.setattr(_hashing, "sha256_file", counting_hash)
+    monkeypatch.setattr("nbmill.serving.startup.read_mlmodel", counting_read)
+    config = prepare(str(package), tmp_path)
+    for _ in range(2):  # what two workers do
+        app = build_app(config)
+    assert sorted(hashed) == sorted(set(hashed))  # no file twice
+    assert "model/MLmodel" in hashed and "environment.yml" in hashed
+    assert len(read) == 1
+    assert app.signature.columns == tuple(diabetes.FEATURES)
+    assert config.identity["sha256"] == _hashing.tree_digest(package / "model")
