@@ -11,7 +11,9 @@ export PIPELINE PARAMS REASON  # read back from the environment, so no text is r
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := .venv
 
-.PHONY: run test lint lab setup clean
+MLFLOW_VERSION = $(shell sed -n '/^name = "mlflow-skinny"$$/{n;s/version = "\(.*\)"/\1/p;}' uv.lock)
+
+.PHONY: run test lint lab ui setup clean
 
 run: setup  ## set up, then run the training pipeline on the embedded diabetes data
 	.venv/bin/nbmill run "$$PIPELINE" --params "$$PARAMS" --reason "$$REASON"
@@ -27,6 +29,9 @@ setup: .tools/bin/uv
 lab: .tools/bin/uv  ## JupyterLab in the same environment, for authoring notebooks
 	$(UV) sync --frozen --inexact --python $(PYTHON) --group lab
 	.venv/bin/jupyter lab notebooks/
+
+ui: .tools/bin/uv  ## the MLflow UI on the project's store (full MLflow, in a tool environment of its own)
+	$(UV) tool run --from mlflow==$(MLFLOW_VERSION) mlflow ui --backend-store-uri sqlite:///mlflow.db
 
 .tools/bin/uv:
 	@if [ "$(UV)" = ".tools/bin/uv" ]; then \

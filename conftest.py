@@ -22,14 +22,18 @@ def _pipeline_order() -> list[str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """nbval collects notebooks alphabetically; each reads what the one before it wrote."""
+    """Tests first, in the (random) order pytest-randomly gave them; then the notebooks under
+    nbval in pipeline order, each one's cells top to bottom: each reads what the one before it
+    wrote, and a notebook's cells depend on each other."""
     order = _pipeline_order()
 
-    def key(item: pytest.Item) -> int:
+    def key(item: pytest.Item) -> tuple[int, int]:
         name = Path(str(item.fspath)).name
-        return order.index(name) + 1 if name in order else 0
+        if name not in order:
+            return (0, 0)
+        return (order.index(name) + 1, getattr(item, "cell_num", 0))
 
-    items.sort(key=key)  # stable: tests first, then notebooks in pipeline order
+    items.sort(key=key)  # stable, so the tests keep their order
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -171,9 +171,7 @@ def test_the_mlflow_run_is_tagged_with_the_run_id_and_has_the_model(finished, e2
     models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
     mine = [m for m in models if m.source_run_id == run.info.run_id]
     assert len(mine) == 1
-    local = mlflow.artifacts.download_artifacts(
-        f"models:/{mine[0].model_id}", tracking_uri=e2e_store, registry_uri=e2e_store
-    )
+    local = mlflow.artifacts.download_artifacts(mine[0].artifact_location, tracking_uri=e2e_store)
     loaded = mlflow.pyfunc.load_model(local)
     assert loaded.metadata.signature is not None
     assert json.loads((run_dir / "mlflow.json").read_text())["run_id"] == run.info.run_id

@@ -142,7 +142,8 @@ def test_the_artifacts_digest_is_that_of_the_registered_files_and_of_the_run_mod
     model_dir = tmp_path / "model"
     version = register(logged["good"], name, project, model_dir, data)
     tag = MlflowClient().get_model_version(name, version).tags["nbmill.artifacts_sha256"]
-    downloaded = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}"))
+    location = MlflowClient().get_model_version_download_uri(name, version)
+    downloaded = Path(mlflow.artifacts.download_artifacts(location))
     assert tree_digest(downloaded) == tag
     assert tree_digest(model_dir) == tag
     assert (model_dir / "MLmodel").is_file()
@@ -337,11 +338,13 @@ def test_the_gate_refuses_a_production_model_whose_files_changed_after_registrat
     logged, data, name, in_run, tmp_path
 ):
     import mlflow
+    from mlflow import MlflowClient
 
     first = register(logged["good"], name, in_run.project, tmp_path / "m1", data)
     gate_run(name, in_run.project, tmp_path / "m1", data)
     register(logged["good"], name, in_run.project, tmp_path / "m2", data)
-    stored = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{first}"))
+    location = MlflowClient().get_model_version_download_uri(name, first)
+    stored = Path(mlflow.artifacts.download_artifacts(location))  # where the store keeps them
     requirements = stored / "requirements.txt"
     original = requirements.read_text()
     try:
@@ -572,8 +575,9 @@ def test_the_registry_leaves_mlflows_own_tracking_uri_alone(
     import mlflow
 
     elsewhere = f"sqlite:///{tmp_path}/elsewhere.db"
-    mlflow.set_tracking_uri(elsewhere)  # what a notebook's own code may have set
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)  # the project's store, for nbmill
+    mlflow.set_tracking_uri(elsewhere)  # what a notebook's own code may have set (it sets the
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)  # variable too: nbmill must use the store)
     try:
         moves.promote(three_versions, 3, reason="release 3", project_dir=project)
         assert mlflow.get_tracking_uri() == elsewhere

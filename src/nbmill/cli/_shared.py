@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def project() -> Path:
@@ -36,9 +38,37 @@ def table(rows: list[dict], empty: str) -> str:
     return format_table(rows) if rows else empty
 
 
-def json_flag(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--json", action="store_true", help="print JSON for scripts")
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its name and help, its arguments, and the function that handles it."""
+
+    name: str
+    help: str
+    description: str
+    arguments: tuple[tuple[tuple[str, ...], dict[str, Any]], ...]
+    handler: Callable[[argparse.Namespace], int]
+
+    def add_to(self, sub) -> None:
+        parser = sub.add_parser(self.name, help=self.help, description=self.description)
+        for flags, options in self.arguments:
+            parser.add_argument(*flags, **options)
+        parser.set_defaults(func=self.handler)
 
 
-def runs_dir_flag(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--runs-dir", metavar="DIR", help="run folders (default: runs/)")
+def arg(*flags: str, **options: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """An argument of a command, as ``ArgumentParser.add_argument`` takes it."""
+    return flags, options
+
+
+JSON = arg("--json", action="store_true", help="print JSON for scripts")
+RUNS_DIR = arg("--runs-dir", metavar="DIR", help="run folders (default: runs/)")
+
+
+def command(commands: list[Command], name: str, help: str, description: str, *arguments):
+    """Declare the decorated function as the handler of ``nbmill NAME`` with ``arguments``."""
+
+    def register(handler: Callable[[argparse.Namespace], int]):
+        commands.append(Command(name, help, description, arguments, handler))
+        return handler
+
+    return register

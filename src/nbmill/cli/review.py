@@ -6,74 +6,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from nbmill.cli._shared import config, json_flag, output, runs_dir_flag, table
+from nbmill.cli._shared import JSON, RUNS_DIR, Command, arg, command, config, output, table
+
+COMMANDS: list[Command] = []
+RUN = "run id, unique prefix, run folder, or 'latest'"
 
 
-def add_commands(sub) -> None:
-    def review(name: str, help_: str, description: str) -> argparse.ArgumentParser:
-        command = sub.add_parser(name, help=help_, description=description)
-        runs_dir_flag(command)
-        return command
-
-    runs = review(
-        "runs",
-        "list runs: id, when, who, why, status, key metrics",
-        "List the runs in the runs folder, newest first.",
-    )
-    json_flag(runs)
-    runs.set_defaults(func=cmd_runs)
-
-    show = review("show", "show one run's record", "Show a run: provenance, steps, metrics.")
-    show.add_argument("run", help="run id, unique prefix, run folder, or 'latest'")
-    json_flag(show)
-    show.set_defaults(func=cmd_show)
-
-    diff = review(
-        "diff",
-        "compare two runs",
-        "Compare params, metrics, data and environment hashes, and commits.",
-    )
-    diff.add_argument("run_a", help="the first run (id, prefix, folder or 'latest')")
-    diff.add_argument("run_b", help="the second run")
-    json_flag(diff)
-    diff.set_defaults(func=cmd_diff)
-
-    report = review(
-        "report",
-        "write the static HTML report of all runs and the ledger",
-        "Write runs/index.html (every run, linking its notebooks) and runs/ledger.html.",
-    )
-    report.set_defaults(func=cmd_report)
-
-    verify = review(
-        "verify",
-        "check records and the ledger for tampering",
-        "Re-hash every archived file and walk the ledger's hash chain; exit 1 "
-        "naming the first changed file or entry.",
-    )
-    verify.add_argument("run", nargs="?", help="one run (default: the ledger and every run)")
-    verify.set_defaults(func=cmd_verify)
-
-    events = review(
-        "events",
-        "list lifecycle events, or retry spooled deliveries",
-        "List events from the ledger (CloudEvents), filtered; `nbmill events retry` "
-        "redelivers events a sink did not accept.",
-    )
-    events.add_argument(
-        "action",
-        nargs="?",
-        choices=["list", "retry"],
-        default="list",
-        help="list (default) or retry spooled deliveries",
-    )
-    events.add_argument("--type", help="event type, e.g. nbmill.run.failed or nbmill.model.*")
-    events.add_argument("--subject", help="subject prefix, e.g. runs/20261129")
-    events.add_argument("--since", metavar="TIME", help="ISO 8601 UTC time, e.g. 2026-11-29")
-    json_flag(events)
-    events.set_defaults(func=cmd_events)
-
-
+@command(
+    COMMANDS,
+    "runs",
+    "list runs: id, when, who, why, status, key metrics",
+    "List the runs in the runs folder, newest first.",
+    RUNS_DIR,
+    JSON,
+)
 def cmd_runs(args: argparse.Namespace) -> int:
     from nbmill.records.review import list_runs, runs_table
 
@@ -83,6 +29,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return output(args, rows, lambda: table(rows, f"no runs in {settings.runs_dir}"))
 
 
+@command(
+    COMMANDS,
+    "show",
+    "show one run's record",
+    "Show a run: provenance, steps, metrics.",
+    arg("run", help=RUN),
+    RUNS_DIR,
+    JSON,
+)
 def cmd_show(args: argparse.Namespace) -> int:
     from nbmill.records.review import find_run
     from nbmill.records.text import format_run
@@ -91,6 +46,16 @@ def cmd_show(args: argparse.Namespace) -> int:
     return output(args, run, lambda: format_run(run))
 
 
+@command(
+    COMMANDS,
+    "diff",
+    "compare two runs",
+    "Compare params, metrics, data and environment hashes, and commits.",
+    arg("run_a", help=f"the first run ({RUN})"),
+    arg("run_b", help="the second run"),
+    RUNS_DIR,
+    JSON,
+)
 def cmd_diff(args: argparse.Namespace) -> int:
     from nbmill.records.review import diff_runs, find_run
     from nbmill.records.text import format_diff
@@ -100,6 +65,13 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return output(args, diff, lambda: format_diff(diff))
 
 
+@command(
+    COMMANDS,
+    "report",
+    "write the static HTML report of all runs and the ledger",
+    "Write runs/index.html (every run, linking its notebooks) and runs/ledger.html.",
+    RUNS_DIR,
+)
 def cmd_report(args: argparse.Namespace) -> int:
     from nbmill.governance.ledger import Ledger
     from nbmill.records.report import write_site
@@ -116,6 +88,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+@command(
+    COMMANDS,
+    "verify",
+    "check records and the ledger for tampering",
+    "Re-hash every archived file and walk the ledger's hash chain; exit 1 naming the first "
+    "changed file or entry.",
+    arg("run", nargs="?", help="one run (default: the ledger and every run)"),
+    RUNS_DIR,
+)
 def cmd_verify(args: argparse.Namespace) -> int:
     from nbmill.records.review import find_run
     from nbmill.records.verify import verify
@@ -129,6 +110,25 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+@command(
+    COMMANDS,
+    "events",
+    "list lifecycle events, or retry spooled deliveries",
+    "List events from the ledger (CloudEvents), filtered; `nbmill events retry` redelivers "
+    "events a sink did not accept.",
+    arg(
+        "action",
+        nargs="?",
+        choices=["list", "retry"],
+        default="list",
+        help="list (default) or retry spooled deliveries",
+    ),
+    arg("--type", help="event type, e.g. nbmill.run.failed or nbmill.model.*"),
+    arg("--subject", help="subject prefix, e.g. runs/20261129"),
+    arg("--since", metavar="TIME", help="ISO 8601 UTC time, e.g. 2026-11-29"),
+    RUNS_DIR,
+    JSON,
+)
 def cmd_events(args: argparse.Namespace) -> int:
     from nbmill.governance.events import filter_events, retry_spooled
     from nbmill.governance.ledger import Ledger

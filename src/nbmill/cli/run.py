@@ -4,34 +4,35 @@ from __future__ import annotations
 
 import argparse
 
+from nbmill.cli._shared import Command, arg, command
 
-def add_commands(sub) -> None:
-    run = sub.add_parser(
-        "run",
-        help="run a pipeline of notebooks and archive the run",
-        description="Run each step's notebook in a fresh kernel, in dependency order, and keep "
-        "the executed notebooks, HTML, parameters, metrics and hashes under runs/<run-id>/.",
-    )
-    run.add_argument("pipeline", help="pipeline file, e.g. pipelines/training.yml")
-    run.add_argument("--params", metavar="FILE", help="parameter set, e.g. params/dev.yml")
-    run.add_argument(
+COMMANDS: list[Command] = []
+
+
+@command(
+    COMMANDS,
+    "run",
+    "run a pipeline of notebooks and archive the run",
+    "Run each step's notebook in a fresh kernel, in dependency order, and keep the executed "
+    "notebooks, HTML, parameters, metrics and hashes under runs/<run-id>/.",
+    arg("pipeline", help="pipeline file, e.g. pipelines/training.yml"),
+    arg("--params", metavar="FILE", help="parameter set, e.g. params/dev.yml"),
+    arg(
         "-p",
         "--param",
         action="append",
         default=[],
         metavar="KEY=VALUE",
         help="override a parameter: key=value for every step, step.key=value for one",
-    )
-    run.add_argument("--reason", metavar="TEXT", help="why this run (default: the commit subject)")
-    run.add_argument("--runs-dir", metavar="DIR", help="where run folders go (default: runs/)")
-    run.add_argument(
+    ),
+    arg("--reason", metavar="TEXT", help="why this run (default: the commit subject)"),
+    arg("--runs-dir", metavar="DIR", help="where run folders go (default: runs/)"),
+    arg(
         "--no-warm",
         action="store_true",
         help="start each step's kernel only when the step begins (as plain papermill does)",
-    )
-    run.set_defaults(func=cmd_run)
-
-
+    ),
+)
 def cmd_run(args: argparse.Namespace) -> int:
     from nbmill.pipeline.progress import ConsoleProgress
     from nbmill.pipeline.runner import run

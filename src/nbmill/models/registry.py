@@ -8,12 +8,10 @@ nbmill run that made it::
     nbmill.commit            the git commit the run ran at ("" when unknown)
     nbmill.data_sha256       sha256 of the training data file
     nbmill.environment       the run's environment fingerprint (run.json; "" outside a run)
-    nbmill.artifacts_sha256  ``tree_digest`` of the version's files, as
-                             ``models:/NAME/VERSION`` downloads them (MLflow adds a
-                             ``registered_model_meta`` file naming the model and version); the
-                             run's ``model_dir`` is replaced by exactly those files, so the run
-                             record, the deploy package and the registry all hold one digest,
-                             which ``nbmill serve`` re-checks
+    nbmill.artifacts_sha256  ``tree_digest`` of the version's files, as downloaded from its
+                             artifact location; the run's ``model_dir`` is replaced by exactly
+                             those files, so the run record, the deploy package and the
+                             registry all hold one digest, which ``nbmill serve`` re-checks
 
 This module imports MLflow (seconds), so only what needs the registry imports it; a notebook
 that does has it preloaded by its warm kernel. The store is
@@ -124,7 +122,7 @@ def register_model(
     if model_dir.exists():
         shutil.rmtree(model_dir)
     model_dir.mkdir(parents=True)
-    store.download(f"models:/{name}/{version}", model_dir)
+    store.download(name, version, model_dir)
     digest = tree_digest(model_dir)
     store.client.set_model_version_tag(name, version, st.TAG_ARTIFACTS, digest)
     data = {
@@ -163,7 +161,7 @@ def download_version(store: st.Store, found: Any, dst: str | Path | None = None)
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    store.download(f"models:/{name}/{version}", target)
+    store.download(name, version, target)
     expected = (found.tags or {}).get(st.TAG_ARTIFACTS)
     actual = tree_digest(target)
     if expected and actual != expected:

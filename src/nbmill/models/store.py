@@ -41,14 +41,16 @@ class Store:
         uri = tracking.tracking_uri(project(project_dir))
         return cls(uri, MlflowClient(tracking_uri=uri, registry_uri=uri))
 
-    def download(self, artifact_uri: str, dst: Path) -> Path:
-        """Download ``artifact_uri`` (``models:/NAME/VERSION``) into ``dst``, quietly."""
-        import mlflow.artifacts
+    def download(self, name: str, version: str, dst: Path) -> Path:
+        """Download a version's files into ``dst``, quietly. (MLflow's ``models:/`` URIs would
+        resolve through the process-wide registry URI, so the version's own artifact location
+        is asked of this store's client and downloaded from there.)"""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
+        source = self.client.get_model_version_download_uri(name, str(version))
+        repository = get_artifact_repository(source, tracking_uri=self.uri, registry_uri=self.uri)
         with environ({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
-            mlflow.artifacts.download_artifacts(
-                artifact_uri, dst_path=str(dst), tracking_uri=self.uri, registry_uri=self.uri
-            )
+            repository.download_artifacts("", dst_path=str(dst))
         return Path(dst)
 
 
