@@ -10,6 +10,9 @@ PYTEST_ARGS ?=
 export PIPELINE PARAMS REASON  # read back from the environment, so no text is re-parsed by the shell
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := .venv
+# Python may keep its bytecode cache (some machines set PYTHONDONTWRITEBYTECODE): every kernel,
+# the fork-server template and the smoke-test server import the same modules, from .pyc files.
+unexport PYTHONDONTWRITEBYTECODE
 
 MLFLOW_VERSION = $(shell sed -n '/^name = "mlflow-skinny"$$/{n;s/version = "\(.*\)"/\1/p;}' uv.lock)
 

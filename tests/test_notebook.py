@@ -3,7 +3,12 @@
 import pytest
 
 from nbmill.errors import NotebookError
-from nbmill.project.notebook import UNKNOWN, declared_parameters, parse_parameters
+from nbmill.project.notebook import (
+    UNKNOWN,
+    NoParametersCell,
+    declared_parameters,
+    parse_parameters,
+)
 from tests.conftest import ROOT, write_notebook
 
 
@@ -24,10 +29,11 @@ def test_a_computed_default_accepts_any_value():
     assert params["out"].type_name == "any"
 
 
-def test_a_notebook_without_a_parameters_cell_is_an_error(tmp_path):
+def test_a_notebook_without_a_parameters_cell_declares_nothing_and_says_why(tmp_path):
     path = write_notebook(tmp_path / "n.ipynb", None, "x = 1")
-    with pytest.raises(NotebookError, match="no cell tagged 'parameters'"):
-        declared_parameters(path)
+    declared = declared_parameters(path)
+    assert declared == {} and isinstance(declared, NoParametersCell)
+    assert "n.ipynb has no cell tagged 'parameters'" in declared.message
 
 
 def test_a_parameters_cell_with_a_syntax_error_is_named(tmp_path):

@@ -135,14 +135,21 @@ def test_every_hash_in_run_json_matches_the_file(finished):
     )
 
 
-def test_environment_fingerprint_is_the_hash_of_the_installed_list(finished):
+def test_the_environment_is_recorded_whole_and_fingerprinted_by_what_the_run_needs(finished):
+    from nbmill.project.environment import requirements_of
+    from nbmill.records.provenance import run_distributions
+
     _, run_dir = finished
-    run = load_run(run_dir)
+    env = load_run(run_dir)["environment"]
     lines = (run_dir / "environment.txt").read_text().splitlines()
-    assert any(line.startswith("papermill==") for line in lines)
-    assert (
-        run["environment"]["fingerprint"] == hashlib.sha256("\n".join(lines).encode()).hexdigest()
-    )
+    assert any(line.startswith("pytest==") for line in lines)  # make test installed it
+    assert env["installed"] == hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    needed = run_distributions(requirements_of(ROOT))
+    names = {line.split("==")[0] for line in needed}
+    assert {"papermill", "mlflow-skinny", "scikit-learn", "matplotlib"} <= names
+    assert not names & {"pytest", "ruff", "nbval", "pytest-randomly"}
+    assert set(needed) <= set(lines) and env["packages"] == len(needed)
+    assert env["fingerprint"] == hashlib.sha256("\n".join(needed).encode()).hexdigest()
 
 
 def test_metrics_are_recorded_and_plausible(finished):

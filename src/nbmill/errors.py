@@ -23,3 +23,11 @@ class RunError(NbmillError):
     def __init__(self, message: str, run_dir=None):
         super().__init__(message)
         self.run_dir = run_dir
+
+
+class RunInterrupted(RunError):
+    """A run stopped on SIGINT or SIGTERM; the record says ``interrupted``."""
+
+    def __init__(self, message: str, signum: int, run_dir=None):
+        super().__init__(message, run_dir)
+        self.exit_code = 128 + signum

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from nbmill import __version__
 from nbmill.cli import models, review, run
-from nbmill.errors import NbmillError, RunError
+from nbmill.errors import NbmillError, RunError, RunInterrupted
 
 GROUPS = (run, review, models)
 
@@ -48,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.func
     try:
         return handler(args)
+    except RunInterrupted as exc:
+        _error(str(exc))
+        return exc.exit_code
     except RunError as exc:
         _error(str(exc))
         return 1

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from nbmill.cli._shared import Command, arg, command
+from nbmill.errors import NbmillError
 
 COMMANDS: list[Command] = []
 
@@ -32,11 +34,36 @@ COMMANDS: list[Command] = []
         action="store_true",
         help="start each step's kernel only when the step begins (as plain papermill does)",
     ),
+    arg("-j", "--jobs", type=int, metavar="N", help="steps at once (default: the CPUs)"),
+    arg(
+        "--force",
+        nargs="*",
+        metavar="STEP",
+        help="execute these steps (all, with no names) even if the cache has them",
+    ),
+    arg("--resume", metavar="RUN", help="continue RUN from its first step that did not complete"),
+    arg(
+        "--explain",
+        action="store_true",
+        help="print each step's cache key, its parts, and hit or miss with the reason; run nothing",
+    ),
 )
 def cmd_run(args: argparse.Namespace) -> int:
     from nbmill.pipeline.progress import ConsoleProgress
-    from nbmill.pipeline.runner import run
+    from nbmill.pipeline.runner import ALL, explain, run
 
+    force = [] if args.force is None else (args.force or [ALL])
+    if args.explain:
+        for line in explain(args.pipeline, args.params, args.param, args.runs_dir, force=force):
+            print(f"{line['step']}: {line['reason']}")
+            if line["key"]:
+                print(f"  key {line['key'][:16]}")
+                for part, value in line["parts"].items():
+                    shown = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+                    print(f"  {part:<11} {shown[:120]}")
+        return 0
+    if args.jobs is not None and args.jobs < 1:
+        raise NbmillError(f"--jobs {args.jobs}: give 1 or more")
     record = run(
         args.pipeline,
         params_path=args.params,
@@ -45,6 +72,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         runs_dir=args.runs_dir,
         progress=ConsoleProgress(),
         warm=not args.no_warm,
+        jobs=args.jobs,
+        force=force,
+        resume=args.resume,
     )
     print(f"run {record.id} completed in {record.data['duration_s']:.1f}s")
     for name, value in record.data.get("metrics", {}).items():

@@ -2,11 +2,16 @@
 
 A kernel started ahead (kernels.py) is handed to papermill as ``km``; otherwise papermill starts
 its own, with the step's environment and IPC sockets in a private folder.
+
+papermill saves the whole notebook when every cell starts and ends. nbmill's engine saves it
+when execution starts, when a cell raises, at the end, and otherwise at most every
+``SAVE_EVERY_S`` seconds: a killed run still leaves a recent partial notebook.
 """
 
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +22,9 @@ from nbmill.project.notebook import declared_parameters
 from nbmill.project.params import RUN_DIR
 from nbmill.project.secret import install_papermill_translator
 from nbmill.project.spec import Step
+
+ENGINE = "nbmill"
+SAVE_EVERY_S = 10.0
 
 
 @dataclass
@@ -36,6 +44,56 @@ def first_line(text: str) -> str:
     return text.splitlines()[0] if text else ""
 
 
+def _register_engine() -> None:
+    """papermill's nbclient engine, with a notebook manager that saves less often."""
+    from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
+
+    class ThrottledManager(NotebookExecutionManager):
+        forced = False
+        saved_at = 0.0
+
+        def save(self, **kwargs):
+            if self.forced or time.monotonic() - self.saved_at >= SAVE_EVERY_S:
+                super().save(**kwargs)
+                self.saved_at = time.monotonic()
+
+        def _forced(self, method, *args, **kwargs):
+            self.forced = True
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.forced = False
+
+        def notebook_start(self, **kwargs):
+            return self._forced(super().notebook_start, **kwargs)
+
+        def cell_exception(self, cell, cell_index=None, **kwargs):
+            super().cell_exception(cell, cell_index=cell_index, **kwargs)
+            self._forced(self.save)
+
+        def notebook_complete(self, **kwargs):
+            return self._forced(super().notebook_complete, **kwargs)
+
+    class ThrottledEngine(NBClientEngine):
+        @classmethod
+        def execute_notebook(
+            cls, nb, kernel_name, output_path=None, progress_bar=True, log_output=False, **kwargs
+        ):
+            kwargs.pop("autosave_cell_every", None)
+            manager = ThrottledManager(
+                nb, output_path=output_path, log_output=log_output, progress_bar=progress_bar
+            )
+            manager.notebook_start()
+            try:
+                cls.execute_managed_notebook(manager, kernel_name, log_output=log_output, **kwargs)
+            finally:
+                manager.cleanup_pbar()
+                manager.notebook_complete()
+            return manager.nb
+
+    papermill_engines.register(ENGINE, ThrottledEngine)
+
+
 def execute_notebook(
     step: Step,
     values: dict[str, Any],
@@ -45,12 +103,14 @@ def execute_notebook(
     kernel: KernelStart | None,
 ) -> None:
     """Run ``step``'s notebook into ``output``; raises StepFailure (the partial notebook, with
-    papermill's error marker, is written all the same)."""
+    papermill's error marker, is written all the same). The kernel is the caller's to shut
+    down."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
     from traitlets.config import Config
 
     install_papermill_translator()  # ${env:NAME} values are injected as os.environ lookups
+    _register_engine()
     paths = {name: str(run_dir / rel) for name, rel in {**step.inputs, **step.outputs}.items()}
     if RUN_DIR in declared_parameters(step.notebook):
         paths[RUN_DIR] = str(run_dir)
@@ -59,6 +119,7 @@ def execute_notebook(
     options: dict[str, Any] = dict(
         parameters={**values, **paths},
         kernel_name=KERNEL,
+        engine_name=ENGINE,
         cwd=str(step.notebook.parent),
         progress_bar=False,
         log_output=False,
@@ -80,9 +141,6 @@ def execute_notebook(
         raise StepFailure(exc.ename, first_line(exc.evalue), cell=exc.exec_count) from None
     except Exception as exc:  # the kernel died, timed out, or would not start
         raise StepFailure(type(exc).__name__, first_line(str(exc))) from None
-    finally:
-        if kernel is not None:
-            kernel.shutdown()
 
 
 def preload_runtime() -> None:

@@ -1,10 +1,11 @@
-"""Fresh kernels, started one step ahead.
+"""Each step's fresh kernel, started ahead: forked from the template (forkserver.py) where that
+works, else started the plain way and warmed.
 
-Every step runs in a new kernel process, as papermill does. What nbmill adds: while step N runs,
-the kernel for step N+1 is already starting on the other core, with step N+1's environment and
-folder, and imports the modules its notebook imports (nothing else: no cell runs, no name is
-bound). Importing scikit-learn, pandas and MLflow is most of a small step's time, so this
-overlaps it with the step before. ``nbmill run --no-warm`` turns it off.
+Every step runs in a new kernel process, as papermill does. Plain kernels are started one step
+ahead, on the other core, with the step's environment and folder, and import the modules the
+notebook imports (nothing else: no cell runs, no name is bound). A forked kernel has those
+imports from the template already and is ready in a fraction of a second. ``nbmill run
+--no-warm`` starts each plain kernel only when its step begins.
 """
 
 from __future__ import annotations
@@ -12,10 +13,16 @@ from __future__ import annotations
 import ast
 import asyncio
 import os
+import signal
+import subprocess
 import tempfile
 import threading
+import uuid
 from pathlib import Path
 
+from jupyter_client.provisioning import LocalProvisioner
+
+from nbmill.pipeline.forkserver import ForkServer
 from nbmill.project.notebook import cell_source, code_cells, read_notebook
 
 KERNEL = "python3"
@@ -57,37 +64,89 @@ def notebook_imports(path: Path) -> list[str]:
 
 
 def _preload_code(modules: list[str]) -> str:
+    """What a plain kernel runs, silently, before the step: the template's preload, inside a
+    function so that no name is left behind."""
     return (
         "def __nbmill_preload(names):\n"
-        "    import importlib\n"
-        "    for name in names:\n"
-        "        try:\n"
-        "            importlib.import_module(name)\n"
-        "        except ImportError:\n"  # not a module: an attribute, maybe imported lazily
-        "            parent, _, attribute = name.rpartition('.')\n"
-        "            try:\n"
-        "                getattr(importlib.import_module(parent), attribute)\n"
-        "            except Exception:\n"
-        "                pass\n"
-        "        except Exception:\n"
-        "            pass\n"
+        "    from nbmill.pipeline.forkserver import _preload\n"
+        "    _preload(names)\n"
         f"__nbmill_preload({modules!r})\n"
         "del __nbmill_preload\n"
     )
 
 
-class KernelStart:
-    """A kernel being started (and warmed) in a background thread for one notebook."""
+class ForkedProcess:
+    """What jupyter_client asks of a kernel's Popen, for a kernel the template forked."""
 
-    def __init__(self, notebook: Path, env: dict[str, str], warm: bool = True):
+    stdin = stdout = stderr = None
+
+    def __init__(self, pid: int, server: ForkServer):
+        self.pid, self.server = pid, server
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        self.returncode = self.server.exit_code(self.pid)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self.server.wait(self.pid, timeout)
+        if code is None:
+            raise subprocess.TimeoutExpired(f"kernel {self.pid}", timeout)
+        self.returncode = code
+        return code
+
+    def send_signal(self, number: int) -> None:
+        os.kill(self.pid, number)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+
+class ForkProvisioner(LocalProvisioner):
+    """jupyter_client's local provisioner, launching by fork from the template."""
+
+    server: ForkServer | None = None
+    modules: list[str] = []  # what the notebook imports: the fork waits until these are in
+
+    async def launch_kernel(self, cmd: list[str], **kwargs):
+        env = dict(kwargs.get("env") or os.environ)
+        cwd = str(kwargs.get("cwd") or Path.cwd())
+        connection = self.parent.connection_file
+        pid = await asyncio.to_thread(self.server.fork, connection, env, cwd, self.modules)
+        self.process = ForkedProcess(pid, self.server)
+        self.pid = self.pgid = pid
+        self.cwd = cwd
+        return self.connection_info
+
+
+class KernelStart:
+    """A kernel being started (and, the plain way, warmed) in a background thread for one
+    notebook."""
+
+    def __init__(
+        self,
+        notebook: Path,
+        env: dict[str, str],
+        warm: bool = True,
+        server: ForkServer | None = None,
+    ):
         self.notebook = notebook
         self.env = {**os.environ, **env}
         self.warm = warm
+        self.server = server
         self._sockets = tempfile.TemporaryDirectory(prefix="nbmill-kernel-")
         self.km = None
         self.error: BaseException | None = None
+        self.killed = False
         self._thread = threading.Thread(target=self._start, name="nbmill-kernel", daemon=True)
         self._thread.start()
+
+    @property
+    def forked(self) -> bool:
+        return self.server is not None
 
     def _start(self) -> None:
         try:
@@ -102,9 +161,20 @@ class KernelStart:
         km = AsyncKernelManager(
             kernel_name=KERNEL, transport="ipc", ip=f"{self._sockets.name}/kernel"
         )
+        if self.server is not None:
+            km.kernel_id = str(uuid.uuid4())
+            provisioner = ForkProvisioner(
+                kernel_id=km.kernel_id, kernel_spec=km.kernel_spec, parent=km
+            )
+            provisioner.server = self.server
+            provisioner.modules = notebook_imports(self.notebook)
+            km.provisioner = provisioner
         await km.start_kernel(cwd=str(self.notebook.parent), env=self.env)
         self.km = km
-        if not self.warm:
+        if self.killed:  # killed while it was starting
+            self.kill()
+            return
+        if self.server is None and not self.warm:
             return
         # A client of the manager asks the process, not the heartbeat, whether the kernel lives:
         # a busy machine delays heartbeats but must not fail a step.
@@ -112,10 +182,11 @@ class KernelStart:
         client.start_channels()
         try:
             await client.wait_for_ready(timeout=WARM_TIMEOUT_S)
-            code = _preload_code(notebook_imports(self.notebook))
-            await client.execute(
-                code, silent=True, store_history=False, reply=True, timeout=WARM_TIMEOUT_S
-            )
+            if self.server is None:  # a forked kernel has the imports already
+                code = _preload_code(notebook_imports(self.notebook))
+                await client.execute(
+                    code, silent=True, store_history=False, reply=True, timeout=WARM_TIMEOUT_S
+                )
         finally:
             client.stop_channels()
 
@@ -127,6 +198,31 @@ class KernelStart:
             self.shutdown()
             return None
         return self.km
+
+    @property
+    def pid(self) -> int | None:
+        provisioner = getattr(self.km, "provisioner", None)
+        return getattr(provisioner, "pid", None)
+
+    def exit_code(self) -> int | None:
+        """How the kernel process ended (negative: by that signal), None while it runs."""
+        provisioner = getattr(self.km, "provisioner", None)
+        process = getattr(provisioner, "process", None)
+        return process.poll() if process is not None else None
+
+    def kill(self) -> None:
+        """SIGKILL the kernel and what it started, now (for timeouts and interrupts); a kernel
+        still starting is killed as soon as it has started."""
+        self.killed = True
+        pid = self.pid
+        if pid:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
 
     def shutdown(self) -> None:
         self._thread.join()

@@ -26,44 +26,45 @@ class SilentProgress:
 
 
 class ConsoleProgress:
-    """``[2/4] train  ok  7.9s``: a live line on a terminal, plain lines in CI and logs."""
+    """``[2/4] train  completed  7.9s``, a line per step as it starts and ends; on a terminal
+    (not in CI) one live line below them shows every running step and its time so far."""
 
     def __init__(self, stream=None, live: bool | None = None):
         self.stream = stream or sys.stderr
         tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.live = tty and not os.environ.get("CI") if live is None else live
+        self._running: dict[str, float] = {}
+        self._lock = threading.Lock()
         self._ticker: threading.Thread | None = None
-        self._stop = threading.Event()
         self._started = time.monotonic()
 
     def step_started(self, index: int, total: int, step: str) -> None:
-        label = f"[{index}/{total}] {step}"
-        if not self.live:
-            self._write(f"{label}  running  (elapsed {self._elapsed()})\n")
-            return
-        self._stop.clear()
-        begun = time.monotonic()
-
-        def tick() -> None:
-            while not self._stop.wait(0.25):
-                self._write(
-                    f"\r{label}  running {time.monotonic() - begun:5.1f}s  "
-                    f"(elapsed {self._elapsed()})"
-                )
-
-        self._ticker = threading.Thread(target=tick, daemon=True)
-        self._ticker.start()
+        with self._lock:
+            self._running[step] = time.monotonic()
+            if not self.live:
+                self._write(f"[{index}/{total}] {step}  running  (elapsed {self._elapsed()})\n")
+            elif self._ticker is None:
+                self._ticker = threading.Thread(target=self._tick, daemon=True)
+                self._ticker.start()
 
     def step_finished(self, index: int, total: int, step: str, status: str, seconds: float) -> None:
-        if self._ticker:
-            self._stop.set()
-            self._ticker.join()
-            self._ticker = None
-        prefix = "\r\033[K" if self.live else ""
-        self._write(
-            f"{prefix}[{index}/{total}] {step}  {status}  {seconds:.1f}s  "
-            f"(elapsed {self._elapsed()})\n"
-        )
+        with self._lock:
+            self._running.pop(step, None)
+            prefix = "\r\033[K" if self.live else ""
+            self._write(
+                f"{prefix}[{index}/{total}] {step}  {status}  {seconds:.1f}s  "
+                f"(elapsed {self._elapsed()})\n"
+            )
+
+    def _tick(self) -> None:
+        while True:
+            time.sleep(0.25)
+            with self._lock:
+                if not self._running:
+                    continue
+                now = time.monotonic()
+                steps = ", ".join(f"{s} {now - t:.1f}s" for s, t in self._running.items())
+                self._write(f"\r\033[Krunning: {steps}  (elapsed {self._elapsed()})")
 
     def _elapsed(self) -> str:
         return f"{time.monotonic() - self._started:.1f}s"

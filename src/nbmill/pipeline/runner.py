@@ -1,37 +1,77 @@
-"""Plan and execute a pipeline: each step's notebook through papermill, in a fresh kernel.
+"""A pipeline run, from the command to the sealed record.
 
 ``run`` reads as the story of one run: load and check everything (nothing executes if any
-parameter is wrong), open the record, then for each step in order: execute, check its
-outputs, record. A failed step stops the run; its partial notebook is archived with the error.
+parameter is wrong), open the record (or reopen it, to resume), execute the steps (scheduler.py),
+then seal the record: report, hashes, the final event, MLflow. However a run ends (completed, a
+failed step, SIGINT or SIGTERM) the record is sealed; only SIGKILL leaves it ``running``, and
+``nbmill runs`` then shows it as abandoned.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 import time
 from collections.abc import Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nbmill import tracking
 from nbmill._fs import write_atomic
-from nbmill._hashing import hash_path, sha256_file
+from nbmill._hashing import compare_hashes, hash_path, sha256_file
 from nbmill._time import iso, utcnow
-from nbmill.errors import RunError
+from nbmill.errors import NbmillError, RunError, RunInterrupted
 from nbmill.governance.events import Notifier
-from nbmill.pipeline import lifecycle
-from nbmill.pipeline.execute import StepFailure, execute_notebook, first_line, preload_runtime
-from nbmill.pipeline.kernels import KernelStart
+from nbmill.pipeline import cache, lifecycle
+from nbmill.pipeline.forkserver import why_not_available
+from nbmill.pipeline.interrupts import Interrupts
 from nbmill.pipeline.progress import Progress, SilentProgress
-from nbmill.project.config import load_config
-from nbmill.project.params import ParamsFile, load_params_file, resolve_params
-from nbmill.project.spec import Pipeline, Step, find_project_dir, load_pipeline
+from nbmill.pipeline.scheduler import Scheduler, cpu_count, key_parts
+from nbmill.project.config import ProjectConfig, load_config
+from nbmill.project.params import ParamsFile, load_params_file, resolve_params, step_settings
+from nbmill.project.spec import Pipeline, Settings, find_project_dir, load_pipeline
 from nbmill.records.archive import log_to_mlflow
+from nbmill.records.provenance import who
 from nbmill.records.record import RunRecord
-from nbmill.records.render import render_html
 from nbmill.records.report import run_index_html
-from nbmill.records.runjson import INDEX_HTML, read_metrics
+from nbmill.records.review import find_run, run_state
+from nbmill.records.runjson import DONE, INDEX_HTML
+
+ALL = "*"  # --force with no step names: every step
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a run needs, loaded and checked before anything executes."""
+
+    project: Path
+    pipeline: Pipeline
+    params_file: ParamsFile | None
+    config: ProjectConfig
+    resolved: dict[str, dict[str, Any]]
+    settings: dict[str, Settings]
+
+
+def plan(
+    pipeline_path: str | Path,
+    params_path: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    runs_dir: str | Path | None = None,
+    project_dir: str | Path | None = None,
+) -> Plan:
+    project = Path(project_dir).resolve() if project_dir else find_project_dir(Path(pipeline_path))
+    pipeline = load_pipeline(pipeline_path, project)
+    params_file = load_params_file(params_path) if params_path else None
+    config = load_config(project, Path(runs_dir) if runs_dir else None)
+    return Plan(
+        project,
+        pipeline,
+        params_file,
+        config.with_params_file(params_file),
+        resolve_params(pipeline, params_file, overrides),
+        step_settings(pipeline, params_file),
+    )
 
 
 def run(
@@ -44,29 +84,73 @@ def run(
     progress: Progress | None = None,
     warm: bool = True,
     notifier: Notifier | None = None,
+    jobs: int | None = None,
+    force: Iterable[str] = (),
+    resume: str | None = None,
 ) -> RunRecord:
-    """Run a pipeline end to end; returns the completed record or raises RunError.
+    """Run a pipeline end to end; returns the completed record or raises RunError
+    (RunInterrupted on SIGINT or SIGTERM).
 
-    ``warm`` starts each step's fresh kernel while the step before it runs (see kernels.py).
-    Lifecycle events go to the ledger and the configured sinks (see governance/events.py).
+    ``jobs``: steps at once (default: the CPUs). ``force``: steps to execute even when the cache
+    has them (``*`` for all). ``resume``: a run to continue from its first step that did not
+    complete. ``warm``: kernels forked from a template, or started one step ahead.
     """
-    project = Path(project_dir).resolve() if project_dir else find_project_dir(Path(pipeline_path))
-    pipeline = load_pipeline(pipeline_path, project)
-    params_file = load_params_file(params_path) if params_path else None
-    config = load_config(project, Path(runs_dir) if runs_dir else None)
-    config = config.with_params_file(params_file)
-    resolved = resolve_params(pipeline, params_file, overrides)
-    notifier = notifier or Notifier(config)
-    record = open_record(pipeline, params_file, resolved, reason, project, config.runs_dir)
-    notifier.emit("nbmill.run.started", lifecycle.subject(record), lifecycle.run_started(record))
-    try:
-        execute(pipeline, resolved, record, project, progress or SilentProgress(), warm, notifier)
-    finally:
-        kind = "completed" if record.status == "completed" else "failed"
-        notifier.emit(
-            f"nbmill.run.{kind}", lifecycle.subject(record), lifecycle.run_finished(record)
+    p = plan(pipeline_path, params_path, overrides, runs_dir, project_dir)
+    jobs = jobs or cpu_count()
+    forced = set(p.pipeline.steps) if ALL in set(force) else set(force)
+    unknown = sorted(forced - set(p.pipeline.steps))
+    if unknown:
+        raise NbmillError(
+            f"--force: unknown step '{unknown[0]}' (steps: {', '.join(p.pipeline.steps)})"
         )
-        notifier.close()
+    notifier = notifier or Notifier(p.config)
+    if resume:
+        record = reopen_record(p, resume)
+    else:
+        record = open_record(p, reason)
+    record.data["runner"] = runner_info(warm, jobs)
+    record.save()
+    notifier.emit("nbmill.run.started", lifecycle.subject(record), lifecycle.run_started(record))
+    clock = time.monotonic()
+    with Interrupts() as interrupts:
+        try:
+            scheduler = Scheduler(
+                p.pipeline,
+                p.resolved,
+                p.settings,
+                record,
+                p.project,
+                progress or SilentProgress(),
+                notifier,
+                interrupts,
+                jobs=jobs,
+                warm=warm,
+                force=forced,
+            )
+            scheduler.run()
+        except BaseException as exc:  # a bug, or a second signal: never leave it "running"
+            record.data["status"] = "failed"
+            record.data["error"] = record.data["error"] or {
+                "step": "(runner)",
+                "type": type(exc).__name__,
+                "message": str(exc) or "interrupted",
+                "cell": None,
+            }
+            raise
+        finally:
+            seal(record, clock, interrupts.signum)
+            kind = "completed" if record.status == "completed" else "failed"
+            notifier.emit(
+                f"nbmill.run.{kind}", lifecycle.subject(record), lifecycle.run_finished(record)
+            )
+            notifier.close()
+    if interrupts.signum:
+        raise RunInterrupted(
+            f"run {record.id} interrupted by {interrupts.name}; the partial notebooks are "
+            f"archived\n  record: {record.dir}",
+            interrupts.signum,
+            run_dir=record.dir,
+        )
     if record.status != "completed":
         error = record.data["error"]
         raise RunError(
@@ -77,130 +161,122 @@ def run(
     return record
 
 
-def open_record(
-    pipeline: Pipeline,
-    params_file: ParamsFile | None,
-    resolved: dict[str, dict[str, Any]],
-    reason: str | None,
-    project: Path,
-    runs_dir: Path,
-) -> RunRecord:
+def runner_info(warm: bool, jobs: int) -> dict[str, Any]:
+    why = why_not_available() if warm else "--no-warm"
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "jobs": jobs}
+    info["kernels"] = "plain" if why else "fork"
+    if why:
+        info["kernels_why"] = why
+    return info
+
+
+def open_record(p: Plan, reason: str | None) -> RunRecord:
     from nbmill.records.provenance import provenance
 
     steps = {
         name: {
             "status": "pending",
-            "notebook": _rel(pipeline.steps[name].notebook, project),
-            "params": resolved[name],
+            "notebook": _rel(p.pipeline.steps[name].notebook, p.project),
+            "params": p.resolved[name],
         }
-        for name in pipeline.order
+        for name in p.pipeline.order
     }
     return RunRecord.create(
-        Path(runs_dir),
+        Path(p.config.runs_dir),
         {
             "pipeline": {
-                "name": pipeline.name,
-                "file": _rel(pipeline.path.resolve(), project),
-                "sha256": sha256_file(pipeline.path),
+                "name": p.pipeline.name,
+                "file": _rel(p.pipeline.path.resolve(), p.project),
+                "sha256": sha256_file(p.pipeline.path),
             },
-            "params_file": (
-                {
-                    "file": _rel(params_file.path.resolve(), project),
-                    "sha256": sha256_file(params_file.path),
-                }
-                if params_file and params_file.path
-                else None
-            ),
+            "params_file": _params_ref(p),
             "started_at": iso(utcnow()),
             "ended_at": None,
             "duration_s": None,
-            **provenance(project, reason),
+            **provenance(p.project, reason),
             "steps": steps,
             "metrics": {},
             "error": None,
         },
+        project_dir=p.project,
     )
 
 
-def execute(
-    pipeline: Pipeline,
-    resolved: dict[str, dict[str, Any]],
-    record: RunRecord,
-    project: Path,
-    progress: Progress,
-    warm: bool = True,
-    notifier: Notifier | None = None,
-) -> None:
-    order = pipeline.order
-    preload_runtime()
-    clock = time.monotonic()
-    kernels: dict[str, KernelStart] = {}
-    # One background thread renders each step's HTML while the next one runs. It only writes the
-    # page; what it found is applied to the record here, in this thread.
-    renderer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nbmill-render")
-    pages: dict[str, Future] = {}
-
-    def start_kernel(name: str) -> None:
-        if warm and name not in kernels:
-            step = pipeline.steps[name]
-            kernels[name] = KernelStart(step.notebook, step_env(record, step, project, pipeline))
-
-    try:
-        for index, name in enumerate(order, start=1):
-            start_kernel(name)
-            if index < len(order):
-                start_kernel(order[index])  # the next step's kernel starts while this one runs
-            progress.step_started(index, len(order), name)
-            status = run_step(
-                pipeline.steps[name],
-                resolved[name],
-                record,
-                project,
-                pipeline,
-                kernels.pop(name, None),
-            )
-            if record.notebook_path(name).exists():
-                pages[name] = renderer.submit(
-                    render_html, record.notebook_path(name), record.html_path(name)
-                )
-            progress.step_finished(index, len(order), name, status, record.step(name)["duration_s"])
-            if notifier is not None:
-                notifier.emit(
-                    f"nbmill.step.{status}",
-                    lifecycle.subject(record, name),
-                    lifecycle.step_finished(record, name),
-                )
-            if status != "completed":
-                break
-    except BaseException as exc:  # Ctrl-C or a bug: never leave the record saying "running"
-        _fail(record, "(runner)", StepFailure(type(exc).__name__, str(exc) or "interrupted"))
-        raise
-    finally:
-        for kernel in kernels.values():
-            kernel.shutdown()
-        renderer.shutdown(wait=True)  # every HTML page is written before the files are hashed
-        _record_pages(record, pages)
-        _finish(record, clock)
+def _params_ref(p: Plan) -> dict[str, str] | None:
+    if not (p.params_file and p.params_file.path):
+        return None
+    return {
+        "file": _rel(p.params_file.path.resolve(), p.project),
+        "sha256": sha256_file(p.params_file.path),
+    }
 
 
-def _record_pages(record: RunRecord, pages: dict[str, Future]) -> None:
-    """Each rendered page on its step; a page that failed to render says why, never lost."""
-    for name, page in pages.items():
+def reopen_record(p: Plan, ref: str) -> RunRecord:
+    """The run to resume, checked: same pipeline, params, code and environment, and every
+    completed step's outputs intact. Its other steps go back to pending."""
+    from nbmill.records.provenance import environment
+
+    data = find_run(p.config.runs_dir, ref)
+    record = RunRecord.load(Path(p.config.runs_dir) / data["id"])
+    at = f"--resume {record.id}"
+    if record.status == "completed":
+        raise NbmillError(f"{at}: the run completed; there is nothing to resume")
+    if record.status == "running" and run_state(record.data) == "running":
+        raise NbmillError(f"{at}: the run is still running (pid {record.data['runner']['pid']})")
+    if record.data["pipeline"]["sha256"] != sha256_file(p.pipeline.path):
+        raise NbmillError(f"{at}: {p.pipeline.path} changed since the run; start a new run")
+    if record.data["params_file"] != _params_ref(p):
+        raise NbmillError(f"{at}: the params file is not the one the run used; start a new run")
+    fingerprint = environment(p.project)[0]["fingerprint"]
+    if fingerprint != record.data["environment"]["fingerprint"]:
+        raise NbmillError(f"{at}: the environment changed since the run; start a new run")
+    for name in p.pipeline.order:
         entry = record.step(name)
-        error = page.exception()
-        if error is None:
-            entry["html"] = record.html_path(name).relative_to(record.dir).as_posix()
-        else:
-            entry["html_error"] = f"{type(error).__name__}: {first_line(str(error))}"
+        if entry["params"] != p.resolved[name]:
+            raise NbmillError(f"{at}: step '{name}': its parameters differ from the run's")
+        recorded = (entry.get("key_parts") or {}).get("code")
+        if recorded and recorded != cache.code_digest(p.pipeline.steps[name].notebook):
+            raise NbmillError(f"{at}: step '{name}': its notebook's code changed since the run")
+        if entry["status"] in DONE:
+            actual = {}
+            for rel in entry.get("outputs") or {}:
+                if (record.dir / rel).is_file():
+                    actual.update(hash_path(record.dir / rel, record.dir))
+            problem = compare_hashes(record.dir, entry.get("outputs") or {}, actual, "run.json")
+            if problem:
+                raise NbmillError(f"{at}: step '{name}' completed, but {problem}")
+    for name in p.pipeline.order:
+        entry = record.step(name)
+        if entry["status"] not in DONE:
+            notebook, params = entry["notebook"], entry["params"]
+            entry.clear()
+            entry.update(status="pending", notebook=notebook, params=params)
+    record.data.update(status="running", error=None, ended_at=None, duration_s=None)
+    record.data.pop("files", None)
+    record.data["resumed"] = [
+        *(record.data.get("resumed") or []),
+        {"at": iso(utcnow()), "who": who()},
+    ]
+    return record
 
 
-def _finish(record: RunRecord, clock: float) -> None:
+def seal(record: RunRecord, clock: float, signum: int | None) -> None:
     """The end of every run, however it ended: status, times, report, hashes, MLflow."""
     for step in record.data["steps"].values():
-        if step["status"] == "pending":
+        if step["status"] in ("pending", "running"):
             step["status"] = "skipped"
-    if record.status == "running":
-        record.data["status"] = "completed"
+    if signum:
+        record.data["status"] = "interrupted"
+        if record.data["error"] is None:
+            record.data["error"] = {
+                "step": "(runner)",
+                "type": "Interrupted",
+                "message": "the run was interrupted before a step failed",
+                "cell": None,
+            }
+    elif record.status == "running":
+        failed = [s for s in record.data["steps"].values() if s["status"] not in (*DONE, "skipped")]
+        record.data["status"] = "failed" if failed or record.data["error"] else "completed"
     record.data["ended_at"] = iso(utcnow())
     record.data["duration_s"] = round(time.monotonic() - clock, 3)
     write_atomic(record.dir / INDEX_HTML, run_index_html(record.data))
@@ -215,73 +291,57 @@ def _finish(record: RunRecord, clock: float) -> None:
         )
 
 
-def step_env(record: RunRecord, step: Step, project: Path, pipeline: Pipeline) -> dict[str, str]:
-    """What a step's kernel learns from its environment (read by nbmill.tracking)."""
-    return {
-        tracking.ENV_RUN_ID: record.id,
-        tracking.ENV_RUN_DIR: str(record.dir),
-        tracking.ENV_STEP: step.name,
-        tracking.ENV_PROJECT_DIR: str(project),
-        tracking.ENV_PIPELINE: pipeline.name,
-    }
+def explain(
+    pipeline_path: str | Path,
+    params_path: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    runs_dir: str | Path | None = None,
+    project_dir: str | Path | None = None,
+    force: Iterable[str] = (),
+) -> list[dict[str, Any]]:
+    """For each step: would it come from the cache, its key and parts, and why. Nothing runs.
 
+    A step's inputs are known only when the steps that make them come from the cache (their
+    outputs are then the cached ones); below a step that executes, the answer is a miss."""
+    from nbmill.records.provenance import environment
 
-def run_step(
-    step: Step,
-    values: dict[str, Any],
-    record: RunRecord,
-    project: Path,
-    pipeline: Pipeline,
-    kernel: KernelStart | None = None,
-) -> str:
-    """Execute one step and record it; returns its final status."""
-    entry = record.step(step.name)
-    entry.update(status="running", started_at=iso(utcnow()))
-    record.save()
-    clock = time.monotonic()
-    try:
-        entry["inputs"] = _hash_io(step.inputs, record, step, "input")
-        env = step_env(record, step, project, pipeline)
-        execute_notebook(step, values, record.dir, record.notebook_path(step.name), env, kernel)
-        entry["outputs"] = _hash_io(step.outputs, record, step, "output")
-        entry["status"] = "completed"
-    except StepFailure as failure:
-        _fail(record, step.name, failure)
-    finally:
-        entry["ended_at"] = iso(utcnow())
-        entry["duration_s"] = round(time.monotonic() - clock, 3)
-        executed = record.notebook_path(step.name)
-        if executed.exists():
-            entry["executed"] = executed.relative_to(record.dir).as_posix()
-        metrics = read_metrics(record.dir, step.name)
-        if metrics:
-            entry["metrics"] = metrics
-            record.data["metrics"].update({f"{step.name}.{k}": v for k, v in metrics.items()})
-        record.save()
-    return entry["status"]
-
-
-def _hash_io(declared: dict[str, str], record: RunRecord, step: Step, kind: str) -> dict[str, str]:
-    hashes: dict[str, str] = {}
-    for name, rel in declared.items():
-        path = record.dir / rel
-        if not path.exists() or (path.is_dir() and not any(path.iterdir())):
-            raise StepFailure(
-                f"Missing{kind.capitalize()}",
-                f"step '{step.name}' declares {kind} '{name}' at {rel}, but "
-                + ("nothing is there" if not path.exists() else "the folder is empty")
-                + (" after the notebook ran" if kind == "output" else ""),
-            )
-        hashes.update(hash_path(path, record.dir))
-    return hashes
-
-
-def _fail(record: RunRecord, step: str, failure: StepFailure) -> None:
-    if step in record.data["steps"]:
-        record.step(step)["status"] = "failed"
-        record.step(step)["error"] = failure.as_dict()
-    record.data["status"] = "failed"
-    record.data["error"] = {"step": step, **failure.as_dict()}
+    p = plan(pipeline_path, params_path, overrides, runs_dir, project_dir)
+    forced = set(p.pipeline.steps) if ALL in set(force) else set(force)
+    index = cache.Cache(p.config.runs_dir, p.pipeline.name)
+    fingerprint = environment(p.project)[0]["fingerprint"]
+    outputs: dict[str, dict[str, str]] = {}
+    lines = []
+    for name in p.pipeline.order:
+        step = p.pipeline.steps[name]
+        line: dict[str, Any] = {"step": name, "hit": False, "key": None, "parts": None}
+        missing = [need for need in step.needs if need not in outputs]
+        if missing:
+            line["reason"] = f"miss: step '{missing[0]}' before it executes, so its inputs change"
+        else:
+            inputs = {}
+            for need in step.needs:
+                inputs.update(outputs[need])
+            wanted = {
+                rel: digest
+                for rel, digest in inputs.items()
+                if any(
+                    rel == r or rel.startswith(r.rstrip("/") + "/") for r in step.inputs.values()
+                )
+            }
+            parts = key_parts(step, p.resolved[name], wanted, fingerprint, p.project)
+            line.update(key=cache.key_of(parts), parts=parts)
+            if not p.settings[name].cache:
+                line["reason"] = "miss: cache: false for this step"
+            elif name in forced:
+                line["reason"] = "miss: --force"
+            else:
+                hit, why = index.lookup(name, parts, p.config.runs_dir)
+                line["hit"] = hit is not None
+                line["reason"] = f"hit: {why}" if hit else f"miss: {why}"
+                if hit:
+                    outputs[name] = dict(hit.entry.get("outputs") or {})
+        lines.append(line)
+    return lines
 
 
 def _rel(path: Path, project: Path) -> str:

@@ -79,6 +79,13 @@ def _requirements(project_dir: Path) -> list[str]:
     return [r for r in wanted if _name(r) != own and _name(r) not in members]
 
 
+def requirements_of(project_dir: Path) -> list[str]:
+    """What a run of this project needs (``_requirements``), or [] without a pyproject.toml."""
+    if not (Path(project_dir) / "pyproject.toml").is_file():
+        return []
+    return _requirements(Path(project_dir))
+
+
 def runtime_requirements(project_dir: Path) -> list[str]:
     """What a run needs, pinned to the versions in uv.lock."""
     versions = locked_versions(project_dir / "uv.lock")

@@ -53,20 +53,30 @@ def parameters_cell(nb: dict) -> dict | None:
     return None
 
 
+class NoParametersCell(dict):
+    """What a notebook without a ``parameters`` cell declares: nothing. papermill runs such a
+    notebook as it is, so nbmill does too, as long as nothing is to be injected into it."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.message = (
+            f"{path.name} has no cell tagged 'parameters' (in JupyterLab: select the cell, open "
+            "the property inspector and add the tag 'parameters')"
+        )
+
+
 @lru_cache(maxsize=64)
 def _declared(path: Path, mtime_ns: int) -> dict[str, Parameter]:
     nb = read_notebook(path)
     cell = parameters_cell(nb)
     if cell is None:
-        raise NotebookError(
-            f"{path}: no cell tagged 'parameters' (in JupyterLab: select the cell, open the "
-            "property inspector and add the tag 'parameters')"
-        )
+        return NoParametersCell(path)
     return parse_parameters(cell_source(cell), where=str(path))
 
 
 def declared_parameters(path: Path) -> dict[str, Parameter]:
-    """The names and literal defaults assigned in the notebook's ``parameters`` cell."""
+    """The names and literal defaults assigned in the notebook's ``parameters`` cell
+    (a ``NoParametersCell``, empty, if it has none)."""
     path = Path(path).resolve()
     try:
         mtime = path.stat().st_mtime_ns

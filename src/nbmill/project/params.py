@@ -17,11 +17,11 @@ import yaml
 
 from nbmill._yaml import IDENTIFIER, load_yaml, parameter_mapping, reject_unknown
 from nbmill.errors import ParamsError
-from nbmill.project.notebook import UNKNOWN, Parameter, declared_parameters
+from nbmill.project.notebook import UNKNOWN, NoParametersCell, Parameter, declared_parameters
 from nbmill.project.secret import env_ref
-from nbmill.project.spec import Pipeline
+from nbmill.project.spec import Pipeline, Settings
 
-PARAMS_FILE_KEYS = {"params", "steps", "notify"}
+PARAMS_FILE_KEYS = {"params", "steps", "settings", "notify"}
 RUN_DIR = "run_dir"  # a notebook that declares it gets the run folder's path from the runner
 
 
@@ -33,6 +33,7 @@ class ParamsFile:
     params: dict[str, Any] = field(default_factory=dict)
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     sections: dict[str, Any] = field(default_factory=dict)  # other sections, e.g. notify
+    settings: dict[str, Any] = field(default_factory=dict)  # step -> timeout/retries/cache
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,26 @@ def load_params_file(path: str | Path) -> ParamsFile:
     if not isinstance(steps_raw, dict):
         raise ParamsError(f"{where}: 'steps' must map step names to their parameters")
     steps = {str(k): _values(v, f"{where}: steps: '{k}'") for k, v in steps_raw.items()}
-    sections = {k: v for k, v in raw.items() if k not in ("params", "steps")}
-    return ParamsFile(path=path, params=params, steps=steps, sections=sections)
+    settings = raw.get("settings") or {}
+    if not isinstance(settings, dict):
+        raise ParamsError(f"{where}: 'settings' must map step names to timeout/retries/cache")
+    sections = {k: v for k, v in raw.items() if k not in ("params", "steps", "settings")}
+    return ParamsFile(path=path, params=params, steps=steps, sections=sections, settings=settings)
+
+
+def step_settings(pipeline: Pipeline, params_file: ParamsFile | None) -> dict[str, Settings]:
+    """Each step's timeout, retries and cache: the pipeline's, under the params file's."""
+    given = params_file.settings if params_file else {}
+    where = str(params_file.path) if params_file else ""
+    for name in given:
+        if name not in pipeline.steps:
+            raise ParamsError(
+                f"{where}: settings: unknown step '{name}' (steps: {', '.join(pipeline.steps)})"
+            )
+    return {
+        name: step.settings.merged(given.get(name), f"{where}: settings: '{name}'", ParamsError)
+        for name, step in pipeline.steps.items()
+    }
 
 
 def _values(raw: Any, at: str) -> dict[str, Any]:
@@ -147,6 +166,10 @@ def _targets(
                 )
         if layer.step:
             known = declared[layer.step]
+            if isinstance(known, NoParametersCell):
+                raise ParamsError(
+                    f"{at}: step '{layer.step}': cannot set '{name}': {known.message}"
+                )
             if name not in known:
                 raise ParamsError(
                     f"{at}: step '{layer.step}': unknown parameter '{name}' "
@@ -181,6 +204,11 @@ def _names(known: Mapping[str, Parameter], pipeline: Pipeline, step: str) -> str
 def _check_io_declared(pipeline: Pipeline, declared: Mapping[str, Mapping[str, Parameter]]):
     for name, step in pipeline.steps.items():
         for io_name, kind in _io(pipeline, name).items():
+            if isinstance(declared[name], NoParametersCell):
+                raise ParamsError(
+                    f"{pipeline.path}: step '{name}': {kind.split()[-1]} '{io_name}' cannot be "
+                    f"passed: {declared[name].message}"
+                )
             if io_name not in declared[name]:
                 raise ParamsError(
                     f"{pipeline.path}: step '{name}': {kind.split()[-1]} '{io_name}' "

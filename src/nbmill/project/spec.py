@@ -26,11 +26,45 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from nbmill._yaml import load_yaml, parameter_mapping, reject_unknown
-from nbmill.errors import SpecError
+from nbmill.errors import NbmillError, SpecError
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-STEP_KEYS = {"notebook", "needs", "inputs", "outputs", "params", "description"}
+SETTING_KEYS = {"timeout", "retries", "cache"}
+STEP_KEYS = {"notebook", "needs", "inputs", "outputs", "params", "description"} | SETTING_KEYS
 PIPELINE_KEYS = {"name", "description", "params", "steps"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How a step runs: ``timeout`` (seconds for the whole notebook, None: no limit),
+    ``retries`` (further attempts after the kernel died; a cell that raised is never retried)
+    and ``cache`` (False for steps with side effects beyond their outputs)."""
+
+    timeout: float | None = None
+    retries: int = 0
+    cache: bool = True
+
+    def merged(self, raw: Any, at: str, error: type[NbmillError] = SpecError) -> Settings:
+        """These settings with those of a mapping (``timeout``/``retries``/``cache``) over them."""
+        if raw is None:
+            return self
+        if not isinstance(raw, dict):
+            raise error(f"{at}: expected a mapping of {', '.join(sorted(SETTING_KEYS))}")
+        reject_unknown(raw, SETTING_KEYS, at, error, "setting")
+        timeout, retries, cache = (
+            raw.get("timeout", self.timeout),
+            raw.get("retries", self.retries),
+            raw.get("cache", self.cache),
+        )
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+        ):
+            raise error(f"{at}: 'timeout' must be a positive number of seconds, got {timeout!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise error(f"{at}: 'retries' must be a whole number >= 0, got {retries!r}")
+        if not isinstance(cache, bool):
+            raise error(f"{at}: 'cache' must be true or false, got {cache!r}")
+        return Settings(None if timeout is None else float(timeout), retries, cache)
 
 
 @dataclass(frozen=True)
@@ -42,6 +76,7 @@ class Step:
     outputs: dict[str, str] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    settings: Settings = Settings()
 
 
 @dataclass(frozen=True)
@@ -118,6 +153,7 @@ def _parse_step(name: str, body: Any, where: str, project_dir: Path) -> Step:
         outputs=_paths(body.get("outputs", {}), f"{at}: 'outputs'"),
         params=_mapping(body.get("params", {}), f"{at}: 'params'"),
         description=str(body.get("description", "")),
+        settings=Settings().merged({k: body[k] for k in SETTING_KEYS if k in body}, at),
     )
 
 

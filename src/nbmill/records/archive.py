@@ -13,7 +13,8 @@ ARTIFACT_PATH = "nbmill-record"
 
 def log_to_mlflow(record: RunRecord) -> bool:
     """Log the record's files to the MLflow run the notebooks opened (``mlflow.json``), tag its
-    status, and mark a failed run FAILED; False when no step opened an MLflow run.
+    status, and mark a failed run FAILED (an interrupted one KILLED); False when no step opened
+    an MLflow run.
 
     MLflow is imported only here, and only then: a pipeline that never uses it never pays for
     the import."""
@@ -32,6 +33,8 @@ def log_to_mlflow(record: RunRecord) -> bool:
             client.log_artifacts(run_id, str(item), artifact_path=f"{ARTIFACT_PATH}/{name}")
         elif item.is_file():
             client.log_artifact(run_id, str(item), artifact_path=ARTIFACT_PATH)
-    if record.status != "completed":
+    if record.status == "interrupted":
+        client.set_terminated(run_id, status="KILLED")
+    elif record.status != "completed":
         client.set_terminated(run_id, status="FAILED")
     return True

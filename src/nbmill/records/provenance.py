@@ -66,6 +66,60 @@ def environment_fingerprint(lines: list[str]) -> str:
     return sha256_text("\n".join(lines))
 
 
+def _normal(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def run_distributions(requirements: list[str]) -> list[str]:
+    """``name==version`` of the installed distributions a run depends on: ``requirements`` and
+    everything they require in turn (markers evaluated here, extras not followed). Test tools
+    and the like, installed beside them, are not among them."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    installed = {}
+    for dist in metadata.distributions():
+        if dist.metadata["Name"]:
+            installed.setdefault(_normal(dist.metadata["Name"]), dist)
+    seen: dict[str, str] = {}
+    todo = list(requirements)
+    while todo:
+        try:
+            requirement = Requirement(todo.pop())
+        except InvalidRequirement:
+            continue
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            continue
+        name = _normal(requirement.name)
+        if name in seen or name not in installed:
+            continue
+        dist = installed[name]
+        seen[name] = dist.version
+        todo += dist.requires or []
+    return [f"{name}=={version}" for name, version in sorted(seen.items())]
+
+
+def environment(project_dir: Path) -> tuple[dict[str, Any], list[str]]:
+    """What run.json says of the environment, and the lines of environment.txt.
+
+    ``fingerprint`` hashes the distributions the run depends on (the project's requirements and
+    what they require): it is what decides what a notebook computes, and the cache keys on it.
+    ``installed`` hashes everything installed, test tools included."""
+    import sys
+
+    from nbmill.project.environment import requirements_of
+
+    lines = installed_distributions()
+    wanted = requirements_of(project_dir) or ["nbmill"]
+    needed = run_distributions(wanted)
+    return {
+        "fingerprint": environment_fingerprint(needed),
+        "packages": len(needed),
+        "installed": environment_fingerprint(lines),
+        "distributions": len(lines),
+        "executable": sys.executable,
+    }, lines
+
+
 def provenance(project_dir: Path, reason: str | None) -> dict[str, Any]:
     """The run.json fields that say who, why, at which commit, on which host."""
     git = git_info(project_dir)

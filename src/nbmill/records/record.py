@@ -3,7 +3,6 @@ change. The format itself is ``runjson``'s."""
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from nbmill._fs import write_atomic
 from nbmill._hashing import hash_tree
 from nbmill._time import new_run_id
 from nbmill.records import runjson
-from nbmill.records.provenance import environment_fingerprint, installed_distributions
+from nbmill.records.provenance import environment
 
 
 @dataclass
@@ -51,12 +50,14 @@ class RunRecord:
         return hash_tree(self.dir, exclude=(runjson.RUN_JSON,))
 
     @classmethod
-    def create(cls, runs_dir: Path, data: dict[str, Any]) -> RunRecord:
+    def create(
+        cls, runs_dir: Path, data: dict[str, Any], project_dir: Path | None = None
+    ) -> RunRecord:
         run_id = data.get("id") or new_run_id()
         run_dir = Path(runs_dir).resolve() / run_id
         run_dir.mkdir(parents=True, exist_ok=False)
         (run_dir / runjson.NOTEBOOKS).mkdir()
-        lines = installed_distributions()
+        env, lines = environment(Path(project_dir or Path.cwd()))
         write_atomic(run_dir / runjson.ENVIRONMENT_TXT, "\n".join(lines) + "\n")
         record = cls(
             run_dir,
@@ -65,12 +66,7 @@ class RunRecord:
                 "id": run_id,
                 "status": "running",
                 **data,
-                "environment": {
-                    "fingerprint": environment_fingerprint(lines),
-                    "distributions": len(lines),
-                    "file": runjson.ENVIRONMENT_TXT,
-                    "executable": sys.executable,
-                },
+                "environment": {**env, "file": runjson.ENVIRONMENT_TXT},
             },
         )
         record.save()

@@ -7,6 +7,8 @@ functions from run.json dicts to dicts, shared by the CLI (text.py) and the HTML
 from __future__ import annotations
 
 import math
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,33 @@ MAX_CANDIDATES = 5
 def load_run(run_dir: Path) -> dict[str, Any]:
     """run.json of one run folder (validated), or an NbmillError naming the file."""
     return runjson.read(run_dir)
+
+
+def run_state(run: dict[str, Any]) -> str:
+    """The run's status, except that a run recorded as running whose runner process is gone
+    (killed, or its machine restarted) is ``abandoned``."""
+    status = run.get("status", "")
+    runner = run.get("runner") or {}
+    if status != "running" or not runner:
+        return status
+    if runner.get("host") != socket.gethostname():
+        return status  # another machine's run: it cannot be checked from here
+    return "running" if _alive(runner.get("pid")) else "abandoned"
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.exists():  # the pid may have been reused by another program
+        return b"nbmill" in cmdline.read_bytes()
+    return True
 
 
 def list_runs(runs_dir: Path) -> list[dict[str, Any]]:
@@ -94,7 +123,7 @@ def runs_table(
             "when": run.get("started_at"),
             "who": run.get("who"),
             "why": run.get("why"),
-            "status": run.get("status"),
+            "status": run_state(run),
             **{name: (run.get("metrics") or {}).get(name) for name in names},
         }
         for run in runs

@@ -37,8 +37,11 @@ SCHEMA_VERSION = 1
 # What is logged beside the MLflow run: the record without the pipeline's own outputs.
 RECORD_ARTIFACTS = (RUN_JSON, INDEX_HTML, ENVIRONMENT_TXT, HTML, NOTEBOOKS, METRICS)
 
-RunStatus = Literal["running", "completed", "failed"]
-StepStatus = Literal["pending", "running", "completed", "failed", "skipped"]
+RunStatus = Literal["running", "completed", "failed", "interrupted"]
+StepStatus = Literal[
+    "pending", "running", "completed", "cached", "failed", "timed_out", "interrupted", "skipped"
+]
+DONE = ("completed", "cached")  # a step whose outputs are there
 
 
 class _Model(BaseModel):
@@ -63,16 +66,37 @@ class Git(_Model):
 
 
 class Environment(_Model):
-    fingerprint: str
+    fingerprint: str  # the distributions the run depends on: what the cache keys on
+    packages: int | None = None
+    installed: str | None = None  # everything installed, test tools included
     distributions: int
     file: str
     executable: str
+
+
+class Runner(_Model):
+    """The ``nbmill run`` process: a run still "running" whose process is gone was abandoned."""
+
+    pid: int
+    host: str
+    kernels: str  # "fork" or "plain"
+    kernels_why: str | None = None  # why not forked
+    jobs: int = 1
 
 
 class StepError(_Model):
     type: str
     message: str
     cell: int | None = None
+    exit_code: int | None = None  # of the kernel process; negative: killed by that signal
+    timeout_s: float | None = None
+
+
+class CachedFrom(_Model):
+    run_id: str
+    notebook: str | None = None  # relative to the runs folder
+    html: str | None = None
+    mlflow_run_id: str | None = None
 
 
 class RunError(StepError):
@@ -93,6 +117,10 @@ class StepDoc(_Model):
     html_error: str | None = None
     metrics: dict[str, float] | None = None
     error: StepError | None = None
+    attempts: int | None = None
+    key: str | None = None  # the cache key
+    key_parts: dict[str, Any] | None = None
+    cached_from: CachedFrom | None = None
 
 
 class RunDoc(_Model):
@@ -115,6 +143,8 @@ class RunDoc(_Model):
     metrics: dict[str, float]
     error: RunError | None
     environment: Environment
+    runner: Runner | None = None
+    resumed: list[dict[str, str]] | None = None
     files: dict[str, str] | None = None
 
 

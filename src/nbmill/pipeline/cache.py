@@ -1,0 +1,156 @@
+"""Incremental runs: a step is skipped when nothing that decides its outputs changed.
+
+A step's key is the sha256 of its parts:
+
+- ``code``: its notebook's code cells (markdown, outputs and metadata do not count);
+- ``params``: its resolved parameters;
+- ``inputs``: the sha256 of every input file;
+- ``environment``: the environment fingerprint (the distributions the run depends on);
+- ``modules``: the source of the project's own modules the notebook imports (a package under
+  the project folder, such as ``examples/diabetes/nbmill_example``), which the environment
+  fingerprint cannot see.
+
+After a step succeeds, its key is indexed in ``<runs>/.cache/<pipeline>/<step>/<key>.json``. A
+later run finds it there, checks that the original run's outputs still hash as recorded, and
+then copies them instead of executing the notebook. Steps with side effects beyond their
+outputs say ``cache: false``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nbmill._fs import write_json
+from nbmill._hashing import hash_path, sha256_text
+from nbmill.pipeline.kernels import notebook_imports
+from nbmill.project.notebook import cell_source, code_cells, read_notebook
+from nbmill.records import runjson
+
+CACHE_DIR = ".cache"
+PARTS = ("code", "params", "inputs", "environment", "modules")
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def code_digest(notebook: Path) -> str:
+    """sha256 of the notebook's code cells, in order; nothing else of the notebook counts."""
+    return sha256_text(canonical([cell_source(c) for c in code_cells(read_notebook(notebook))]))
+
+
+def project_modules(notebook: Path, project_dir: Path) -> dict[str, str]:
+    """top-level module -> sha256 of its source, for each module the notebook imports that
+    lives under the project folder (outside any virtual environment in it)."""
+    project_dir = Path(project_dir).resolve()
+    digests: dict[str, str] = {}
+    for name in notebook_imports(notebook):
+        top = name.split(".")[0]
+        if top in digests:
+            continue
+        try:
+            spec = importlib.util.find_spec(top)  # a top-level lookup imports nothing
+        except (ImportError, ValueError):
+            continue
+        if spec is None or not spec.origin or spec.origin in ("built-in", "frozen"):
+            continue
+        origin = Path(spec.origin).resolve()
+        if not origin.is_relative_to(project_dir) or ".venv" in origin.parts:
+            continue
+        root = origin.parent if origin.name == "__init__.py" else origin
+        files = {rel: d for rel, d in hash_path(root, root.parent).items() if rel.endswith(".py")}
+        digests[top] = sha256_text(canonical(files))
+    return digests
+
+
+def key_of(parts: dict[str, Any]) -> str:
+    return sha256_text(canonical({part: parts[part] for part in PARTS}))
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A previous execution of the step with the same key, whose outputs are intact."""
+
+    run_id: str
+    run_dir: Path
+    entry: dict[str, Any]  # the step's entry in that run's run.json
+
+
+@dataclass(frozen=True)
+class Explanation:
+    step: str
+    key: str | None
+    parts: dict[str, Any] | None
+    hit: Hit | None
+    reason: str
+
+
+class Cache:
+    """The index of successful step executions under one runs folder."""
+
+    def __init__(self, runs_dir: Path, pipeline: str):
+        self.dir = Path(runs_dir) / CACHE_DIR / pipeline
+
+    def _entry_path(self, step: str, key: str) -> Path:
+        return self.dir / step / f"{key}.json"
+
+    def remember(self, step: str, key: str, run_id: str, parts: dict[str, Any]) -> None:
+        write_json(self._entry_path(step, key), {"run_id": run_id, "key": key, "parts": parts})
+
+    def lookup(self, step: str, parts: dict[str, Any], runs_dir: Path) -> tuple[Hit | None, str]:
+        """The execution with these key parts whose outputs are intact, or None; and why."""
+        path = self._entry_path(step, key_of(parts))
+        if not path.exists():
+            return None, self._why_new(step, parts)
+        run_id = json.loads(path.read_text(encoding="utf-8"))["run_id"]
+        run_dir = Path(runs_dir) / run_id
+        try:
+            entry = runjson.read(run_dir)["steps"][step]
+        except Exception as exc:  # the run was removed or damaged: not a hit, and say so
+            return None, f"the run that made it ({run_id}) cannot be read: {exc}"
+        if entry.get("status") not in runjson.DONE:
+            return None, f"the run that made it ({run_id}) no longer records it as done"
+        for rel, digest in (entry.get("outputs") or {}).items():
+            path = run_dir / rel
+            if not path.is_file() or hash_path(path, run_dir).get(rel) != digest:
+                return None, f"output {rel} of run {run_id} changed or is gone"
+        return Hit(run_id, run_dir, entry), f"same key as run {run_id}"
+
+    def _why_new(self, step: str, parts: dict[str, Any]) -> str:
+        """Which parts differ from the step's most recent cached execution."""
+        folder = self.dir / step
+        entries = list(folder.glob("*.json")) if folder.is_dir() else []
+        if not entries:
+            return "not executed before with these parts (nothing cached for this step)"
+        latest = max(entries, key=lambda p: p.stat().st_mtime_ns)
+        before = json.loads(latest.read_text(encoding="utf-8")).get("parts") or {}
+        return "changed since the last cached execution: " + ", ".join(changed(before, parts))
+
+
+def changed(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """The key parts that differ, with the names of the params, inputs and modules that do."""
+    names = []
+    for part in PARTS:
+        a, b = before.get(part), after.get(part)
+        if canonical(a) == canonical(b):
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys = sorted(k for k in {*a, *b} if canonical(a.get(k)) != canonical(b.get(k)))
+            names.append(f"{part} ({', '.join(keys)})")
+        else:
+            names.append(part)
+    return names
+
+
+def copy_outputs(hit: Hit, run_dir: Path) -> dict[str, str]:
+    """Copy a hit's output files into this run; returns their hashes (as recorded)."""
+    for rel in hit.entry.get("outputs") or {}:
+        target = Path(run_dir) / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(hit.run_dir / rel, target)
+    return dict(hit.entry.get("outputs") or {})
