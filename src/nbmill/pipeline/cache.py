@@ -18,9 +18,10 @@ outputs say ``cache: false``.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.machinery
 import json
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,15 +47,17 @@ def code_digest(notebook: Path) -> str:
 
 def project_modules(notebook: Path, project_dir: Path) -> dict[str, str]:
     """top-level module -> sha256 of its source, for each module the notebook imports that
-    lives under the project folder (outside any virtual environment in it)."""
+    lives under the project folder (outside any virtual environment in it). Modules are looked
+    for as the kernel finds them: beside the notebook first, then on the path."""
     project_dir = Path(project_dir).resolve()
+    search = [str(Path(notebook).parent), *sys.path]
     digests: dict[str, str] = {}
     for name in notebook_imports(notebook):
         top = name.split(".")[0]
-        if top in digests:
+        if top in digests or top in sys.builtin_module_names:
             continue
         try:
-            spec = importlib.util.find_spec(top)  # a top-level lookup imports nothing
+            spec = importlib.machinery.PathFinder.find_spec(top, search)  # imports nothing
         except (ImportError, ValueError):
             continue
         if spec is None or not spec.origin or spec.origin in ("built-in", "frozen"):

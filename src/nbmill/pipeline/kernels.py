@@ -96,7 +96,12 @@ class ForkedProcess:
         return code
 
     def send_signal(self, number: int) -> None:
-        os.kill(self.pid, number)
+        if self.poll() is not None:
+            return  # as Popen does: a process that has ended gets no signal
+        try:
+            os.kill(self.pid, number)
+        except ProcessLookupError:
+            pass
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
@@ -225,11 +230,16 @@ class KernelStart:
                     pass
 
     def shutdown(self) -> None:
+        """Stop the kernel (politely, then by force) and clean up; never raises: a kernel that
+        died already has nothing left to stop."""
         self._thread.join()
         if self.km is not None and self.km.has_kernel:
             try:
                 asyncio.run(self.km.shutdown_kernel(now=False))
             except Exception:
-                asyncio.run(self.km.shutdown_kernel(now=True))
+                try:
+                    asyncio.run(self.km.shutdown_kernel(now=True))
+                except Exception:
+                    self.kill()
         self.km = None
         self._sockets.cleanup()

@@ -105,7 +105,7 @@ class Scheduler:
                     break
                 finished, _ = wait(list(self.running), timeout=TICK_S, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    self._finish(self.running.pop(future), future.result(), total)
+                    self._finish(self.running.pop(future), _result(future), total)
         finally:
             for kernel in self.kernels.values():
                 self.background.submit(kernel.shutdown)
@@ -336,6 +336,16 @@ class Scheduler:
                 entry["html"] = self.record.html_path(name).relative_to(self.record.dir).as_posix()
             else:
                 entry["html_error"] = f"{type(error).__name__}: {first_line(str(error))}"
+
+
+def _result(future: Future) -> StepResult:
+    """The worker's result; a bug in the worker fails the step and says what it was."""
+    error = future.exception()
+    if error is None:
+        return future.result()
+    now = iso(utcnow())
+    message = f"{type(error).__name__} in the runner: {first_line(str(error))}"
+    return StepResult("failed", now, now, error={"type": "RunnerError", "message": message})
 
 
 def _mlflow_run(run_dir: Path) -> str | None:

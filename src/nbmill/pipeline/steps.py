@@ -93,7 +93,7 @@ def execute_step(
             outcome = _attempt(step, values, settings, run_dir, output, env, kernel, stop, clock)
             if outcome is None:
                 result.outputs = hash_io(step.outputs, run_dir, step.name, "output")
-                result.status = "completed"
+                result.status, result.error = "completed", None
                 break
             result.status, result.error = outcome
             if result.status != "failed" or result.error["type"] != DEAD_KERNEL:

@@ -9,7 +9,9 @@ from typing import Any
 from nbmill._hashing import compare_hashes, sha256_file
 from nbmill.errors import NbmillError
 from nbmill.governance.ledger import Ledger, verify_ledger
+from nbmill.records import runjson
 from nbmill.records.record import RunRecord
+from nbmill.records.review import run_state
 from nbmill.records.runjson import RUN_JSON, run_dirs
 
 FINAL = ("nbmill.run.completed", "nbmill.run.failed")
@@ -62,6 +64,20 @@ def verify(runs_dir: Path, ledger_path: Path, run_dir: Path | None = None) -> li
     final = final_events(Ledger(ledger_path).events())
     targets = [Path(run_dir)] if run_dir else sorted(run_dirs(runs_dir))
     for target in targets:
+        data = runjson.read(target)
+        state = run_state(data)
+        if state == "running":
+            lines.append(f"run {target.name}: still running; not verified yet")
+            continue
+        if state == "abandoned":
+            runner = data.get("runner") or {}
+            lines.append(
+                f"run {target.name}: abandoned (its runner, pid {runner.get('pid')} on "
+                f"{runner.get('host')}, is gone); it was never sealed, so there is nothing to "
+                "verify"
+            )
+            continue
         count = verify_run(target, final, ledger_path)
-        lines.append(f"run {target.name}: {count} files match")
+        note = f" ({state})" if state != "completed" else ""
+        lines.append(f"run {target.name}{note}: {count} files match")
     return lines

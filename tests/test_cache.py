@@ -1,0 +1,168 @@
+"""Incremental runs: a step comes from the cache only when its code, params, inputs, project
+modules and environment are those of an earlier execution whose outputs are intact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from nbmill.pipeline import cache
+from tests.conftest import load_run, nbmill, write_notebook
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def chain(project: Path) -> Path:
+    """make -> use: `make` writes a number from a helper module beside the notebooks."""
+    (project / "notebooks" / "helpers.py").write_text("def value(n):\n    return n * 10\n")
+    write_notebook(
+        project / "notebooks" / "make.ipynb",
+        "n = 1\nout = ''",
+        "import helpers\nfrom pathlib import Path\nPath(out).write_text(str(helpers.value(n)))",
+    )
+    write_notebook(
+        project / "notebooks" / "use.ipynb",
+        "inp = ''\nout = ''",
+        "from pathlib import Path\nPath(out).write_text(Path(inp).read_text() + '!')",
+    )
+    spec = {
+        "name": "chain",
+        "steps": {
+            "make": {"notebook": "notebooks/make.ipynb", "outputs": {"out": "made.txt"}},
+            "use": {
+                "notebook": "notebooks/use.ipynb",
+                "needs": ["make"],
+                "inputs": {"inp": "made.txt"},
+                "outputs": {"out": "used.txt"},
+            },
+        },
+    }
+    (project / "pipelines" / "chain.yml").write_text(yaml.safe_dump(spec))
+    return project
+
+
+def run(project: Path, *args: str) -> dict:
+    done = nbmill("run", "pipelines/chain.yml", *args, cwd=project)
+    assert done.returncode == 0, done.stderr
+    newest = sorted(p for p in (project / "runs").iterdir() if (p / "run.json").exists())[-1]
+    return load_run(newest)
+
+
+def statuses(run: dict) -> dict[str, str]:
+    return {name: step["status"] for name, step in run["steps"].items()}
+
+
+def edit_cell(path: Path, index: int, source: str) -> None:
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[index].source = source
+    nbformat.write(nb, path)
+
+
+def test_a_rerun_with_nothing_changed_takes_every_step_from_the_cache(chain):
+    first = run(chain)
+    second = run(chain)
+    assert statuses(first) == {"make": "completed", "use": "completed"}
+    assert statuses(second) == {"make": "cached", "use": "cached"}
+    step = second["steps"]["use"]
+    assert step["cached_from"]["run_id"] == first["id"]
+    assert step["cached_from"]["notebook"] == f"{first['id']}/notebooks/use.ipynb"
+    assert step["outputs"] == first["steps"]["use"]["outputs"]
+    assert (chain / "runs" / second["id"] / "used.txt").read_text() == "10!"
+    verified = nbmill("verify", cwd=chain)
+    assert verified.returncode == 0 and verified.stdout.count("files match") == 2
+
+
+def test_editing_markdown_only_is_still_a_hit(chain):
+    run(chain)
+    edit_cell(chain / "notebooks" / "make.ipynb", 0, "# make, now with a better title")
+    assert statuses(run(chain)) == {"make": "cached", "use": "cached"}
+
+
+def test_editing_a_code_cell_reruns_the_step(chain):
+    run(chain)
+    edit_cell(
+        chain / "notebooks" / "use.ipynb",
+        2,
+        "from pathlib import Path\nPath(out).write_text(Path(inp).read_text() + '?')",
+    )
+    assert statuses(run(chain)) == {"make": "cached", "use": "completed"}
+
+
+def test_a_changed_param_reruns_the_step_and_a_changed_input_its_dependants(chain):
+    run(chain)
+    assert statuses(run(chain, "-p", "make.n=2")) == {"make": "completed", "use": "completed"}
+
+
+def test_an_upstream_rerun_with_the_same_output_keeps_the_dependant_cached(chain):
+    run(chain)
+    edit_cell(
+        chain / "notebooks" / "make.ipynb",
+        2,
+        "import helpers\nfrom pathlib import Path\nvalue = helpers.value(n)\n"
+        "Path(out).write_text(str(value))",
+    )
+    assert statuses(run(chain)) == {"make": "completed", "use": "cached"}
+
+
+def test_a_changed_project_module_reruns_the_steps_that_import_it(chain):
+    run(chain)
+    (chain / "notebooks" / "helpers.py").write_text("def value(n):\n    return n * 100\n")
+    second = run(chain)
+    assert statuses(second) == {"make": "completed", "use": "completed"}
+    assert (chain / "runs" / second["id"] / "used.txt").read_text() == "100!"
+
+
+def test_force_reruns_the_named_steps_and_cache_false_always_runs(chain):
+    run(chain)
+    assert statuses(run(chain, "--force", "use")) == {"make": "cached", "use": "completed"}
+    assert statuses(run(chain, "--force")) == {"make": "completed", "use": "completed"}
+    spec = yaml.safe_load((chain / "pipelines" / "chain.yml").read_text())
+    spec["steps"]["make"]["cache"] = False
+    (chain / "pipelines" / "chain.yml").write_text(yaml.safe_dump(spec))
+    assert statuses(run(chain))["make"] == "completed"
+
+
+def test_an_output_changed_after_the_run_is_not_reused(chain):
+    first = run(chain)
+    (chain / "runs" / first["id"] / "made.txt").write_text("tampered")
+    assert statuses(run(chain))["make"] == "completed"
+
+
+def test_explain_names_each_step_s_key_parts_and_why_it_hits_or_misses(chain):
+    first = nbmill("run", "pipelines/chain.yml", "--explain", cwd=chain)
+    assert first.returncode == 0 and not (chain / "runs").exists()  # nothing ran
+    assert "make: miss: not executed before" in first.stdout
+    assert "use: miss: step 'make' before it executes" in first.stdout
+    run(chain)
+    hit = nbmill("run", "pipelines/chain.yml", "--explain", cwd=chain).stdout
+    assert "make: hit: same key as run" in hit and "use: hit: same key as run" in hit
+    assert "  code " in hit and "  modules " in hit and "helpers" in hit
+    changed = nbmill("run", "pipelines/chain.yml", "--explain", "-p", "make.n=3", cwd=chain)
+    assert "make: miss: changed since the last cached execution: params (n)" in changed.stdout
+
+
+def test_the_key_changes_with_the_environment_fingerprint_and_each_other_part():
+    parts = {
+        "code": "c",
+        "params": {"n": 1},
+        "inputs": {"a.txt": "1" * 64},
+        "environment": "e" * 64,
+        "modules": {"helpers": "h"},
+    }
+    base = cache.key_of(parts)
+    for part, other in [
+        ("environment", "f" * 64),
+        ("code", "d"),
+        ("params", {"n": 2}),
+        ("inputs", {"a.txt": "2" * 64}),
+        ("modules", {"helpers": "i"}),
+    ]:
+        changed = {**parts, part: other}
+        assert cache.key_of(changed) != base, part
+        assert cache.changed(parts, changed)[0].startswith(part)
+    assert cache.key_of(json.loads(json.dumps(parts))) == base
