@@ -99,6 +99,11 @@ class Cache:
     def __init__(self, runs_dir: Path, pipeline: str):
         self.dir = Path(runs_dir) / CACHE_DIR / pipeline
 
+    def has_entries(self, step: str) -> bool:
+        """Whether any execution of the step was cached (a cheap look: no key is computed)."""
+        folder = self.dir / step
+        return folder.is_dir() and any(folder.iterdir())
+
     def _entry_path(self, step: str, key: str) -> Path:
         return self.dir / step / f"{key}.json"
 

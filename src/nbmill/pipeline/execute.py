@@ -151,10 +151,9 @@ def preload_runtime() -> None:
     only a run whose notebooks opened an MLflow run imports it, at the end.
     """
     import jupyter_client.provisioning  # noqa: F401
+    import nbconvert.exporters.html  # noqa: F401 - the renderer's first page compiles the rest
     import papermill  # noqa: F401
+    import papermill.engines  # noqa: F401
     from jupyter_client.kernelspec import KernelSpecManager
 
-    from nbmill.records.render import preload
-
     KernelSpecManager().get_kernel_spec(KERNEL)  # imports ipykernel's kernelspec
-    preload()

@@ -166,7 +166,7 @@ def serve() -> int:
                         os.killpg(pid, signal.SIGKILL)
                     except OSError:
                         pass
-                return 0
+                os._exit(0)  # no interpreter teardown of everything it imported
             buffer += chunk
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)

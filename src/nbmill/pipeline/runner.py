@@ -24,8 +24,9 @@ from nbmill._time import iso, utcnow
 from nbmill.errors import NbmillError, RunError, RunInterrupted
 from nbmill.governance.events import Notifier
 from nbmill.pipeline import cache, lifecycle
-from nbmill.pipeline.forkserver import why_not_available
+from nbmill.pipeline.forkserver import ForkServer, why_not_available
 from nbmill.pipeline.interrupts import Interrupts
+from nbmill.pipeline.kernels import notebook_imports
 from nbmill.pipeline.progress import Progress, SilentProgress
 from nbmill.pipeline.scheduler import Scheduler, cpu_count, key_parts
 from nbmill.project.config import ProjectConfig, load_config
@@ -103,11 +104,14 @@ def run(
         raise NbmillError(
             f"--force: unknown step '{unknown[0]}' (steps: {', '.join(p.pipeline.steps)})"
         )
+    server = start_template(p, warm, forced)  # it imports while the record is opened
+    try:
+        record = reopen_record(p, resume) if resume else open_record(p, reason)
+    except BaseException:
+        if server is not None:
+            server.close()
+        raise
     notifier = notifier or Notifier(p.config)
-    if resume:
-        record = reopen_record(p, resume)
-    else:
-        record = open_record(p, reason)
     record.data["runner"] = runner_info(warm, jobs)
     record.save()
     notifier.emit("nbmill.run.started", lifecycle.subject(record), lifecycle.run_started(record))
@@ -126,6 +130,7 @@ def run(
                 jobs=jobs,
                 warm=warm,
                 force=forced,
+                server=server,
             )
             scheduler.run()
         except BaseException as exc:  # a bug, or a second signal: never leave it "running"
@@ -159,6 +164,21 @@ def run(
             run_dir=record.dir,
         )
     return record
+
+
+def start_template(p: Plan, warm: bool, forced: set[str]) -> ForkServer | None:
+    """The fork-server template, started now if kernels will be forked and some step will
+    probably execute (one that is never cached, forced, or not cached yet)."""
+    if not warm or why_not_available() is not None:
+        return None
+    index = cache.Cache(p.config.runs_dir, p.pipeline.name)
+    if not any(
+        not p.settings[name].cache or name in forced or not index.has_entries(name)
+        for name in p.pipeline.order
+    ):
+        return None
+    preload = [m for step in p.pipeline.steps.values() for m in notebook_imports(step.notebook)]
+    return ForkServer(preload)
 
 
 def runner_info(warm: bool, jobs: int) -> dict[str, Any]:

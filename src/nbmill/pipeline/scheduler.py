@@ -29,6 +29,7 @@ from nbmill.pipeline.progress import Progress
 from nbmill.pipeline.steps import StepResult, execute_step
 from nbmill.project.spec import Pipeline, Settings, Step
 from nbmill.records.record import RunRecord
+from nbmill.records.render import preload as preload_rendering
 from nbmill.records.render import render_html
 from nbmill.records.runjson import DONE, MLFLOW_JSON, read_metrics
 
@@ -72,6 +73,7 @@ class Scheduler:
         jobs: int = 1,
         warm: bool = True,
         force: set[str] | None = None,
+        server: ForkServer | None = None,
     ):
         self.pipeline, self.resolved, self.settings = pipeline, resolved, settings
         self.record, self.project, self.progress = record, project, progress
@@ -81,7 +83,7 @@ class Scheduler:
         self.stop = threading.Event()
         self.kernels: dict[str, KernelStart] = {}  # started ahead, not yet taken
         self.active: dict[str, KernelStart] = {}  # the kernel of each running step
-        self.server: ForkServer | None = None
+        self.server = server
         self.fork = warm and why_not_available() is None
         self.running: dict[Future, str] = {}
         self.pages: dict[str, Future] = {}
@@ -226,8 +228,7 @@ class Scheduler:
             self.kernels[name] = self._kernel(name)
 
     def _cached_before(self, name: str) -> bool:
-        folder = self.cache.dir / name
-        return folder.is_dir() and any(folder.iterdir())
+        return self.cache.has_entries(name)
 
     # --- steps ---------------------------------------------------------------------------
 
@@ -235,6 +236,7 @@ class Scheduler:
         kernel = self._take_kernel(name)  # the template starts importing while this one does
         if not self.runtime_loaded:  # before the first worker thread imports anything
             preload_runtime()
+            self.background.submit(preload_rendering)  # compiles nbconvert's templates
             self.runtime_loaded = True
         step = self.pipeline.steps[name]
         entry = self.record.step(name)

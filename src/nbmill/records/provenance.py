@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import platform
 import socket
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from nbmill._fs import write_json
 from nbmill._hashing import sha256_text
 
 CI_VARIABLES = ("TF_BUILD", "BUILD_BUILDID", "BUILD_BUILDNUMBER", "SYSTEM_TEAMPROJECT")
@@ -103,21 +106,44 @@ def environment(project_dir: Path) -> tuple[dict[str, Any], list[str]]:
 
     ``fingerprint`` hashes the distributions the run depends on (the project's requirements and
     what they require): it is what decides what a notebook computes, and the cache keys on it.
-    ``installed`` hashes everything installed, test tools included."""
-    import sys
-
+    ``installed`` hashes everything installed, test tools included. Reading every
+    distribution's metadata takes a few tenths of a second, so the answer is kept in the user's
+    cache folder until a folder on the import path changes (an install or an upgrade does)."""
     from nbmill.project.environment import requirements_of
 
-    lines = installed_distributions()
     wanted = requirements_of(project_dir) or ["nbmill"]
+    stamp = [sys.executable, wanted]
+    for entry in sys.path:
+        try:
+            stamp.append([entry, os.stat(entry).st_mtime_ns])
+        except OSError:
+            continue
+    cached = _environment_cache() / f"{sha256_text(json.dumps(stamp))}.json"
+    if cached.is_file():
+        try:
+            found = json.loads(cached.read_text(encoding="utf-8"))
+            return found["environment"], found["lines"]
+        except (ValueError, KeyError):
+            pass  # a damaged cache entry is recomputed
+    lines = installed_distributions()
     needed = run_distributions(wanted)
-    return {
+    info = {
         "fingerprint": environment_fingerprint(needed),
         "packages": len(needed),
         "installed": environment_fingerprint(lines),
         "distributions": len(lines),
         "executable": sys.executable,
-    }, lines
+    }
+    try:
+        write_json(cached, {"environment": info, "lines": lines})
+    except OSError:
+        pass  # no cache folder to write to: compute it each time
+    return info, lines
+
+
+def _environment_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "nbmill" / "environments"
 
 
 def provenance(project_dir: Path, reason: str | None) -> dict[str, Any]:

@@ -19,8 +19,8 @@ def render_html(notebook: Path, target: Path) -> None:
 
 
 def preload() -> None:
-    """Import what rendering imports, in the calling thread (nbconvert imports lazily, ~0.3 s,
-    and two threads importing interdependent modules can see one half initialised)."""
+    """Render a one-cell notebook, so that nbconvert compiles its templates and imports what it
+    imports lazily before the first real page (about half a second)."""
     from nbconvert import HTMLExporter
     from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
