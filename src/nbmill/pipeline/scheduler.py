@@ -9,7 +9,6 @@ kernels are killed, what they wrote is archived, and nothing new starts.
 
 from __future__ import annotations
 
-import importlib
 import os
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -28,6 +27,7 @@ from nbmill.pipeline.kernels import KernelStart, notebook_imports
 from nbmill.pipeline.progress import Progress
 from nbmill.pipeline.steps import StepResult, execute_step
 from nbmill.project.spec import Pipeline, Settings, Step
+from nbmill.records import archive
 from nbmill.records.record import RunRecord
 from nbmill.records.render import preload as preload_rendering
 from nbmill.records.render import render_html
@@ -303,9 +303,9 @@ class Scheduler:
             entry["metrics"] = metrics
             self.record.data["metrics"].update({f"{name}.{k}": v for k, v in metrics.items()})
         if not self.mlflow_loading and (self.record.dir / MLFLOW_JSON).exists():
-            # The run's end logs the record to MLflow: import it now, on the other thread.
+            # The run's end logs the record to MLflow: open its store now, on the other thread.
             self.mlflow_loading = True
-            self.background.submit(importlib.import_module, "mlflow.tracking")
+            self.background.submit(archive.warm, self.record)
         if result.status == "completed" and self.settings[name].cache:
             self.cache.remember(name, entry["key"], self.record.id, entry["key_parts"])
         if result.status not in DONE:

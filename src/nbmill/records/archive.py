@@ -4,11 +4,30 @@ failed nbmill run does not look finished in MLflow either."""
 from __future__ import annotations
 
 import json
+from functools import cache
 
 from nbmill.records.record import RunRecord
 from nbmill.records.runjson import MLFLOW_JSON, RECORD_ARTIFACTS
 
 ARTIFACT_PATH = "nbmill-record"
+
+
+@cache
+def client(tracking_uri: str):
+    """An MlflowClient with its store open (the first call for a store takes about a second:
+    the import, the database engine, its schema check)."""
+    from mlflow.tracking import MlflowClient
+
+    opened = MlflowClient(tracking_uri=tracking_uri)
+    opened._tracking_client.store  # noqa: B018 - open it now, not when the record is logged
+    return opened
+
+
+def warm(record: RunRecord) -> None:
+    """Open the MLflow store of the run the notebooks opened, if any, ahead of the end."""
+    path = record.dir / MLFLOW_JSON
+    if path.exists():
+        client(json.loads(path.read_text(encoding="utf-8"))["tracking_uri"])
 
 
 def log_to_mlflow(record: RunRecord) -> bool:
@@ -22,19 +41,17 @@ def log_to_mlflow(record: RunRecord) -> bool:
     if not path.exists():
         return False
     info = json.loads(path.read_text(encoding="utf-8"))
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=info["tracking_uri"])
+    store = client(info["tracking_uri"])
     run_id = info["run_id"]
-    client.set_tag(run_id, "nbmill.status", record.status)
+    store.set_tag(run_id, "nbmill.status", record.status)
     for name in RECORD_ARTIFACTS:
         item = record.dir / name
         if item.is_dir():
-            client.log_artifacts(run_id, str(item), artifact_path=f"{ARTIFACT_PATH}/{name}")
+            store.log_artifacts(run_id, str(item), artifact_path=f"{ARTIFACT_PATH}/{name}")
         elif item.is_file():
-            client.log_artifact(run_id, str(item), artifact_path=ARTIFACT_PATH)
+            store.log_artifact(run_id, str(item), artifact_path=ARTIFACT_PATH)
     if record.status == "interrupted":
-        client.set_terminated(run_id, status="KILLED")
+        store.set_terminated(run_id, status="KILLED")
     elif record.status != "completed":
-        client.set_terminated(run_id, status="FAILED")
+        store.set_terminated(run_id, status="FAILED")
     return True
