@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         f"nbmill collection: {'off' if args.nbmill_no_collect else 'on'}"
     )
     print(
-        f"versions: mlflow {metadata.version('mlflow')}, scikit-learn "
+        f"versions: mlflow-skinny {metadata.version('mlflow-skinny')}, scikit-learn "
         f"{metadata.version('scikit-learn')}, uvicorn {metadata.version('uvicorn')}, "
         f"azureml-inference-server-http {AZML_VERSION}\n"
     )
