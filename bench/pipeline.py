@@ -16,7 +16,8 @@
 - rerun: the tiny pipeline again with nothing changed: nbmill run, and `ploomber build`.
 - diamond: two middle steps that each sleep 5 s, with --jobs 2, against the longer branch alone.
 
-Child processes run with Python's bytecode cache on, as `make` runs them. Figures, not asserts.
+Child processes run with Python's bytecode cache on, as `make` runs them; `--no-bytecode` makes
+every one of them compile every module from source instead. Figures, not asserts.
 """
 
 from __future__ import annotations
@@ -98,9 +99,13 @@ def papermill_steps(out: Path) -> list[list[str]]:
     return commands
 
 
+NO_BYTECODE: dict[str, str] = {}  # set by --no-bytecode
+
+
 def base_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # as the Makefile runs things
+    env.update(NO_BYTECODE)
     return env
 
 
@@ -240,10 +245,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--scenarios", default="default,tiny,rerun,diamond")
+    parser.add_argument(
+        "--no-bytecode",
+        action="store_true",
+        help="every child process compiles every module from source, as where "
+        "PYTHONDONTWRITEBYTECODE is set and no .pyc file exists yet",
+    )
     args = parser.parse_args()
+    if args.no_bytecode:  # an empty cache prefix: no .pyc is found, and none is written
+        prefix = tempfile.mkdtemp(prefix="nbmill-bench-no-pyc-")
+        NO_BYTECODE.update(PYTHONDONTWRITEBYTECODE="1", PYTHONPYCACHEPREFIX=prefix)
     scenarios = set(args.scenarios.split(","))
     work = Path(tempfile.mkdtemp(prefix="nbmill-bench-"))
-    print(f"{os.cpu_count()} cores, {args.repeat} runs of each, medians")
+    bytecode = "off (compiled from source)" if args.no_bytecode else "on"
+    print(f"{os.cpu_count()} cores, {args.repeat} runs of each, medians; bytecode cache {bytecode}")
     if "default" in scenarios:
         default(work, args.repeat)
     if scenarios & {"tiny", "rerun"}:

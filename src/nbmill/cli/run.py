@@ -50,11 +50,12 @@ COMMANDS: list[Command] = []
 )
 def cmd_run(args: argparse.Namespace) -> int:
     from nbmill.pipeline.progress import ConsoleProgress
-    from nbmill.pipeline.runner import ALL, explain, run
+    from nbmill.pipeline.runner import ALL, explain, plan, run
 
     force = [] if args.force is None else (args.force or [ALL])
     if args.explain:
-        for line in explain(args.pipeline, args.params, args.param, args.runs_dir, force=force):
+        steps = plan(args.pipeline, args.params, args.param, args.runs_dir)
+        for line in explain(steps, force=force):
             print(f"{line['step']}: {line['reason']}")
             if line["key"]:
                 print(f"  key {line['key'][:16]}")

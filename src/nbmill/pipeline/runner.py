@@ -311,21 +311,13 @@ def seal(record: RunRecord, clock: float, signum: int | None) -> None:
         )
 
 
-def explain(
-    pipeline_path: str | Path,
-    params_path: str | Path | None = None,
-    overrides: Iterable[str] = (),
-    runs_dir: str | Path | None = None,
-    project_dir: str | Path | None = None,
-    force: Iterable[str] = (),
-) -> list[dict[str, Any]]:
+def explain(p: Plan, force: Iterable[str] = ()) -> list[dict[str, Any]]:
     """For each step: would it come from the cache, its key and parts, and why. Nothing runs.
 
     A step's inputs are known only when the steps that make them come from the cache (their
     outputs are then the cached ones); below a step that executes, the answer is a miss."""
     from nbmill.records.provenance import environment
 
-    p = plan(pipeline_path, params_path, overrides, runs_dir, project_dir)
     forced = set(p.pipeline.steps) if ALL in set(force) else set(force)
     index = cache.Cache(p.config.runs_dir, p.pipeline.name)
     fingerprint = environment(p.project)[0]["fingerprint"]

@@ -25,7 +25,7 @@ from nbmill.pipeline.forkserver import ForkServer, why_not_available
 from nbmill.pipeline.interrupts import Interrupts
 from nbmill.pipeline.kernels import KernelStart, notebook_imports
 from nbmill.pipeline.progress import Progress
-from nbmill.pipeline.steps import StepResult, execute_step
+from nbmill.pipeline.steps import StepJob, StepResult, execute_step
 from nbmill.project.spec import Pipeline, Settings, Step
 from nbmill.records import archive
 from nbmill.records.record import RunRecord
@@ -246,14 +246,17 @@ class Scheduler:
         entry.update(status="running", started_at=iso(utcnow()))
         self.record.save()
         self.progress.step_started(self._index(name), total, name)
-        future = pool.submit(
-            execute_step,
+        job = StepJob(
             step,
             self.resolved[name],
             self.settings[name],
             self.record.dir,
             self.record.notebook_path(name),
             step_env(self.record, step, self.project, self.pipeline),
+        )
+        future = pool.submit(
+            execute_step,
+            job,
             lambda: self._kernel_for_retry(name),
             kernel,
             self.stop,

@@ -66,18 +66,26 @@ def hash_io(declared: dict[str, str], run_dir: Path, step: str, kind: str) -> di
     return hashes
 
 
+@dataclass(frozen=True)
+class StepJob:
+    """What a worker needs to execute one step."""
+
+    step: Step
+    values: dict[str, Any]
+    settings: Settings
+    run_dir: Path
+    output: Path  # where the executed notebook goes
+    env: dict[str, str]
+
+
 def execute_step(
-    step: Step,
-    values: dict[str, Any],
-    settings: Settings,
-    run_dir: Path,
-    output: Path,
-    env: dict[str, str],
+    job: StepJob,
     new_kernel: Callable[[], KernelStart],
     kernel: KernelStart | None,
     stop: threading.Event,
 ) -> StepResult:
     """Run the step's notebook to completion, a failure, its time limit or ``stop``."""
+    step, settings, run_dir = job.step, job.settings, job.run_dir
     result = StepResult("running", iso(utcnow()))
     clock = time.monotonic()
     try:
@@ -90,7 +98,7 @@ def execute_step(
                 break
             kernel = kernel or new_kernel()
             result.kernel = kernel
-            outcome = _attempt(step, values, settings, run_dir, output, env, kernel, stop, clock)
+            outcome = _attempt(job, kernel, stop, clock)
             if outcome is None:
                 result.outputs = hash_io(step.outputs, run_dir, step.name, "output")
                 result.status, result.error = "completed", None
@@ -109,17 +117,10 @@ def execute_step(
 
 
 def _attempt(
-    step: Step,
-    values: dict[str, Any],
-    settings: Settings,
-    run_dir: Path,
-    output: Path,
-    env: dict[str, str],
-    kernel: KernelStart,
-    stop: threading.Event,
-    began: float,
+    job: StepJob, kernel: KernelStart, stop: threading.Event, began: float
 ) -> tuple[str, dict[str, Any]] | None:
     """One execution; None on success, else (status, error)."""
+    step, settings = job.step, job.settings
     timed_out = threading.Event()
     watchdog = None
     if settings.timeout is not None:
@@ -133,7 +134,7 @@ def _attempt(
         watchdog.daemon = True
         watchdog.start()
     try:
-        execute_notebook(step, values, run_dir, output, env, kernel)
+        execute_notebook(step, job.values, job.run_dir, job.output, job.env, kernel)
         return None
     except StepFailure as failure:
         error = failure.as_dict()
