@@ -21,6 +21,7 @@ why.
 from __future__ import annotations
 
 import ctypes
+import importlib
 import json
 import os
 import select
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from concurrent.futures import Future
 from typing import Any
 
@@ -65,20 +67,25 @@ def _send(message: dict[str, Any]) -> None:
 
 
 def _preload(names: list[str]) -> None:
-    """Import each module (or, for ``module.attribute``, the module and the attribute)."""
-    import importlib
+    """Import each module (or, for ``module.attribute``, the module and the attribute).
+    Warnings raised while importing are not shown: no notebook is there to show them in."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in names:
+            _import(name)
 
-    for name in names:
+
+def _import(name: str) -> None:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        parent, _, attribute = name.rpartition(".")
         try:
-            importlib.import_module(name)
-        except ImportError:
-            parent, _, attribute = name.rpartition(".")
-            try:
-                getattr(importlib.import_module(parent), attribute)
-            except Exception:
-                pass
+            getattr(importlib.import_module(parent), attribute)
         except Exception:
             pass
+    except Exception:
+        pass
 
 
 def _run_kernel(request: dict[str, Any]) -> None:
