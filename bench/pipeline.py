@@ -81,22 +81,16 @@ def papermill_steps(out: Path) -> list[list[str]]:
             },
         ),
     ]
-    commands = []
-    for name, params in steps:
-        command = [
-            str(BIN / "papermill"),
-            f"notebooks/{name}.ipynb",
-            str(out / f"{name}.ipynb"),
-            "--cwd",
-            "notebooks",
-            "--no-progress-bar",
-            "-k",
-            "python3",
-        ]
-        for key, value in params.items():
-            command += ["-p", key, str(value)]
-        commands.append(command)
-    return commands
+    return [papermill_command(name, out, params) for name, params in steps]
+
+
+def papermill_command(name: str, out: Path, params: dict) -> list[str]:
+    """One `papermill` call: notebooks/NAME.ipynb into OUT/NAME.ipynb with these parameters."""
+    command = [str(BIN / "papermill"), f"notebooks/{name}.ipynb", str(out / f"{name}.ipynb")]
+    command += ["--cwd", "notebooks", "--no-progress-bar", "-k", "python3"]
+    for key, value in params.items():
+        command += ["-p", key, str(value)]
+    return command
 
 
 NO_BYTECODE: dict[str, str] = {}  # set by --no-bytecode
@@ -185,19 +179,7 @@ def tiny_papermill(root: Path) -> list[list[str]]:
         params = {"out": out / f"{name}.txt"}
         if i:
             params["inp"] = out / f"{projects.STEPS[i - 1]}.txt"
-        command = [
-            str(BIN / "papermill"),
-            f"notebooks/{name}.ipynb",
-            str(out / f"{name}.ipynb"),
-            "--cwd",
-            "notebooks",
-            "--no-progress-bar",
-            "-k",
-            "python3",
-        ]
-        for key, value in params.items():
-            command += ["-p", key, str(value)]
-        commands.append(command)
+        commands.append(papermill_command(name, out, params))
     return commands
 
 

@@ -166,3 +166,12 @@ def test_the_key_changes_with_the_environment_fingerprint_and_each_other_part():
         assert cache.key_of(changed) != base, part
         assert cache.changed(parts, changed)[0].startswith(part)
     assert cache.key_of(json.loads(json.dumps(parts))) == base
+
+
+def test_the_report_of_a_cached_step_links_the_run_that_executed_it(chain):
+    first = run(chain)
+    second = run(chain)
+    page = (chain / "runs" / second["id"] / "index.html").read_text()
+    assert f'href="../{first["id"]}/html/use.html"' in page
+    assert f'href="../{first["id"]}/index.html"' in page
+    assert (chain / "runs" / first["id"] / "html" / "use.html").is_file()
