@@ -144,11 +144,12 @@ def execute_notebook(
 
 
 def preload_runtime() -> None:
-    """Import, in this thread and before any other starts, what the kernel and HTML threads use.
+    """Import, in this thread and before the worker and kernel threads start, what they use.
 
     Two threads importing modules that depend on each other can see one of them half
-    initialised; so the threads started later import nothing new. MLflow is not among them:
-    only a run whose notebooks opened an MLflow run imports it, at the end.
+    initialised; so the threads started later import nothing new. The background thread then
+    compiles nbconvert's templates with one small page, and opens MLflow's store only once a
+    step has used MLflow.
     """
     import jupyter_client.provisioning  # noqa: F401
     import nbconvert.exporters.html  # noqa: F401 - the renderer's first page compiles the rest

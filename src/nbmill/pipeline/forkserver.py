@@ -66,7 +66,7 @@ def _send(message: dict[str, Any]) -> None:
     os.write(_protocol, (json.dumps(message) + "\n").encode())
 
 
-def _preload(names: list[str]) -> None:
+def preload(names: list[str]) -> None:
     """Import each module (or, for ``module.attribute``, the module and the attribute).
     Warnings raised while importing are not shown: no notebook is there to show them in."""
     with warnings.catch_warnings():
@@ -192,7 +192,7 @@ def serve() -> int:
             _send({"id": request["id"], "pid": pid})
         if to_import:
             name = to_import.pop(0)
-            _preload([name])
+            preload([name])
             done.add(name)
 
 

@@ -68,8 +68,8 @@ def _preload_code(modules: list[str]) -> str:
     function so that no name is left behind."""
     return (
         "def __nbmill_preload(names):\n"
-        "    from nbmill.pipeline.forkserver import _preload\n"
-        "    _preload(names)\n"
+        "    from nbmill.pipeline.forkserver import preload\n"
+        "    preload(names)\n"
         f"__nbmill_preload({modules!r})\n"
         "del __nbmill_preload\n"
     )
