@@ -343,3 +343,21 @@ def test_a_failed_smoke_test_leaves_the_previous_deployment_and_announces_nothin
     (event,) = Ledger(tmp_path / "runs" / "ledger.jsonl").events()
     assert event["type"] == "nbmill.model.deployed" and event["data"]["previous_version"] == "1"
     assert json.loads((deployments / "local.json").read_text())["version"] == "2"
+
+
+def test_a_deeply_nested_body_is_a_400_and_collection_goes_on(model, tmp_path):
+    collect = tmp_path / "collected"
+    running = Server(model["dir"], collect, tmp_path)
+    running.wait_ready()
+    deep = b'{"input_data": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    status, answer = running.post(deep)
+    assert status == 400 and "nested too deeply" in answer["error"]
+    after = [ROW[:i] + [float(i)] + ROW[i + 1 :] for i in range(3)]
+    for row in after:
+        assert running.post(body(diabetes.FEATURES, [row]))[0] == 200
+    _, metrics = running.get("/metrics")
+    assert _metric(metrics, "nbmill_collect_errors_total") == 0
+    assert running.stop() in (0, -signal.SIGTERM)
+    records = read_collected(collect)
+    assert [r["status"] for r in records] == [400, 200, 200, 200]
+    assert [r["request"]["input_data"]["data"][0] for r in records[1:]] == after

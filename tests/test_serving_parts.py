@@ -168,3 +168,50 @@ def test_start_up_hashes_each_file_once_and_reads_mlmodel_once(package, tmp_path
     assert len(read) == 1
     assert app.signature.columns == tuple(diabetes.FEATURES)
     assert config.identity["sha256"] == _hashing.tree_digest(package / "model")
+
+
+# --- a bad request costs only itself ----------------------------------------------------------
+
+DEEP = b'{"input_data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+
+def test_json_nested_too_deeply_is_a_400_naming_the_problem():
+    from nbmill.serving.request import InputError, Signature, parse_request
+
+    with pytest.raises(InputError, match="nested too deeply") as caught:
+        parse_request(DEEP, Signature(("a",), ("double",)))
+    assert caught.value.status == 400
+
+
+def test_a_record_that_cannot_be_read_is_collected_without_its_body_and_collection_goes_on(
+    tmp_path,
+):
+    collector = Collector(tmp_path, flush_s=3600)
+    collector.add(400, 0.001, DEEP, b'{"error": "nested too deeply"}')
+    collector.add(200, 0.001, b'{"a": 1}', b'{"predictions": [1]}')
+    collector.close()
+    records = read_collected(tmp_path)
+    assert [r["status"] for r in records] == [400, 200]
+    assert records[0]["request"] is None and records[1]["request"] == {"a": 1}
+    assert collector.errors == 0
+
+
+def test_an_item_that_cannot_be_written_is_counted_and_the_rest_are_written(tmp_path, capsys):
+    collector = Collector(tmp_path, flush_s=3600)
+    counted: list[int] = []
+    collector.on_error = counted.append
+    collector.add(200, 0.001, b'{"a": 1}', b'{"predictions": [1]}', at=float("nan"))
+    collector.add(200, 0.001, b'{"a": 2}', b'{"predictions": [2]}')
+    collector.close()
+    assert [r["request"] for r in read_collected(tmp_path)] == [{"a": 2}]
+    assert collector.errors == 1 and counted == [1]
+    assert "1 record(s) not written" in capsys.readouterr().err
+
+
+def test_the_buffer_is_bounded_and_what_it_drops_is_counted(tmp_path):
+    collector = Collector(tmp_path, flush_s=3600, max_pending=3)
+    for i in range(5):
+        collector.add(200, 0.001, b'{"i": %d}' % i, b"{}")
+    collector.close()
+    assert [r["request"]["i"] for r in read_collected(tmp_path)] == [0, 1, 2]
+    assert collector.dropped == 2

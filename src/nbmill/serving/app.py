@@ -47,6 +47,9 @@ class ScoringApp:
         self.identity = identity
         self.max_bytes = max_bytes
         self.metrics = Metrics()
+        if collector is not None:  # counted by the worker whose collector it is
+            collector.on_error = self.metrics.collect_errors.inc
+            collector.on_drop = self.metrics.collect_dropped.inc
         warnings.filterwarnings("ignore", message="X does not have valid feature names")
         self.batcher = Batcher(model.predict)
         self.health = json.dumps({"status": "ok", **identity}).encode()

@@ -43,6 +43,16 @@ class Metrics:
             buckets=BUCKETS_S,
             registry=self.registry,
         )
+        self.collect_errors = Counter(
+            "nbmill_collect_errors",
+            "Scored requests that could not be collected.",
+            registry=self.registry,
+        )
+        self.collect_dropped = Counter(
+            "nbmill_collect_dropped",
+            "Scored requests dropped because the collection writer fell behind.",
+            registry=self.registry,
+        )
         self._by_status: dict[int, Counter] = {}
 
     def observe(self, status: int, seconds: float, rows: int) -> None:

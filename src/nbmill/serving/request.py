@@ -80,6 +80,8 @@ def parse_request(body: bytes, signature: Signature, max_rows: int = MAX_ROWS) -
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise InputError("the JSON is nested too deeply to read") from None
     columns, rows = _columns_and_rows(payload, signature)
     if not rows:
         raise InputError("no rows to score")
