@@ -13,6 +13,7 @@ from __future__ import annotations
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,10 @@ def first_line(text: str) -> str:
     return text.splitlines()[0] if text else ""
 
 
+@cache
 def _register_engine() -> None:
-    """papermill's nbclient engine, with a notebook manager that saves less often."""
+    """papermill's nbclient engine, with a notebook manager that saves less often (registered
+    once per process)."""
     from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
 
     class ThrottledManager(NotebookExecutionManager):

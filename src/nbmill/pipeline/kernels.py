@@ -149,10 +149,6 @@ class KernelStart:
         self._thread = threading.Thread(target=self._start, name="nbmill-kernel", daemon=True)
         self._thread.start()
 
-    @property
-    def forked(self) -> bool:
-        return self.server is not None
-
     def _start(self) -> None:
         try:
             asyncio.run(self._start_and_warm())
