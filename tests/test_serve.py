@@ -20,7 +20,7 @@ import pytest
 from nbmill._net import free_port
 from nbmill.models.deploy import Service, smoke_test
 from nbmill.models.package import package_model
-from nbmill.serving.collect import read_collected
+from nbmill.monitor.collected import read_lines
 from nbmill.serving.request import InputError, Signature, parse_request
 from nbmill_example import diabetes
 from tests.conftest import ROOT
@@ -47,28 +47,28 @@ def test_the_azure_ml_shape_and_records_give_the_same_matrix():
         assert np.array_equal(parse_request(request, SIG), expected)
 
 
-@pytest.mark.parametrize(
-    ("request_body", "status", "message"),
-    [
-        (b"{not json", 400, "malformed JSON"),
-        (b"", 400, "empty body"),
-        (body(diabetes.FEATURES, []), 400, "no rows to score"),
-        (body(diabetes.FEATURES[:8], [ROW[:8]]), 400, "missing columns: s5, s6"),
-        (body([*diabetes.FEATURES, "zip"], [[*ROW, 1]]), 400, "unexpected columns: zip"),
-        (body(diabetes.FEATURES, [["x", *ROW[1:]]]), 400, "row 0, column 'age': expected a number"),
-        (body(diabetes.FEATURES, [[True, *ROW[1:]]]), 400, "column 'age': expected a number"),
-        (body(diabetes.FEATURES, [[None, *ROW[1:]]]), 400, "column 'age': expected a number"),
-        (
-            b'{"input_data": {"columns": ["age","sex","bmi","bp","s1","s2","s3","s4","s5","s6"],'
-            b' "data": [[NaN, 0, 0, 0, 0, 0, 0, 0, 0, 0]]}}',
-            400,
-            "column 'age': nan is not allowed",
-        ),
-        (body(diabetes.FEATURES, [ROW, ROW[:9]]), 400, "row 1: expected 10 values, got 9"),
-        (body(diabetes.FEATURES, [ROW] * 10_001), 413, "10001 rows is more than the limit"),
-        (b'{"rows": []}', 400, "unknown request shape"),
-    ],
-)
+BAD_BODIES = [
+    (b"{not json", 400, "malformed JSON"),
+    (b"", 400, "empty body"),
+    (body(diabetes.FEATURES, []), 400, "no rows to score"),
+    (body(diabetes.FEATURES[:8], [ROW[:8]]), 400, "missing columns: s5, s6"),
+    (body([*diabetes.FEATURES, "zip"], [[*ROW, 1]]), 400, "unexpected columns: zip"),
+    (body(diabetes.FEATURES, [["x", *ROW[1:]]]), 400, "row 0, column 'age': expected a number"),
+    (body(diabetes.FEATURES, [[True, *ROW[1:]]]), 400, "column 'age': expected a number"),
+    (body(diabetes.FEATURES, [[None, *ROW[1:]]]), 400, "column 'age': expected a number"),
+    (
+        b'{"input_data": {"columns": ["age","sex","bmi","bp","s1","s2","s3","s4","s5","s6"],'
+        b' "data": [[NaN, 0, 0, 0, 0, 0, 0, 0, 0, 0]]}}',
+        400,
+        "column 'age': nan is not allowed",
+    ),
+    (body(diabetes.FEATURES, [ROW, ROW[:9]]), 400, "row 1: expected 10 values, got 9"),
+    (body(diabetes.FEATURES, [ROW] * 10_001), 413, "10001 rows is more than the limit"),
+    (b'{"rows": []}', 400, "unknown request shape"),
+]
+
+
+@pytest.mark.parametrize(("request_body", "status", "message"), BAD_BODIES)
 def test_bad_input_is_a_4xx_naming_the_problem(request_body, status, message):
     with pytest.raises(InputError) as caught:
         parse_request(request_body, SIG)
@@ -261,10 +261,13 @@ def test_collected_records_are_complete_after_sigterm(model, tmp_path):
     # SIGTERM right away: the last second's buffer must be flushed. uvicorn shuts down
     # gracefully, then exits by the same signal (-15), as a service manager expects.
     assert running.stop() in (0, -signal.SIGTERM)
-    records = read_collected(collect)
+    records = read_lines(collect)
     assert [r["status"] for r in records] == [200] * 10 + [400]
-    assert [r["request"]["input_data"]["data"][0] for r in records[:10]] == sent
-    assert all(len(r["response"]["predictions"]) == 1 and r["latency_ms"] > 0 for r in records[:10])
+    assert [list(r["data"][0].values()) for r in records[:10]] == sent
+    assert all(r["latencyms"] > 0 for r in records)
+    outputs = read_lines(collect, "model_outputs")
+    assert [o["correlationid"] for o in outputs] == [r["correlationid"] for r in records[:10]]
+    assert all(len(o["data"]) == 1 and "prediction" in o["data"][0] for o in outputs)
 
 
 def test_a_tampered_model_is_refused_before_serving(model, tmp_path):
@@ -358,6 +361,67 @@ def test_a_deeply_nested_body_is_a_400_and_collection_goes_on(model, tmp_path):
     _, metrics = running.get("/metrics")
     assert _metric(metrics, "nbmill_collect_errors_total") == 0
     assert running.stop() in (0, -signal.SIGTERM)
-    records = read_collected(collect)
+    records = read_lines(collect)
     assert [r["status"] for r in records] == [400, 200, 200, 200]
-    assert [r["request"]["input_data"]["data"][0] for r in records[1:]] == after
+    assert [list(r["data"][0].values()) for r in records[1:]] == after
+
+
+def test_every_malformed_body_is_collected_as_refused_and_collection_goes_on(model, tmp_path):
+    collect = tmp_path / "collected"
+    running = Server(model["dir"], collect, tmp_path)
+    running.wait_ready()
+    for data, status, _ in BAD_BODIES:
+        assert running.post(data)[0] == status
+    valid = [ROW[:i] + [float(i)] + ROW[i + 1 :] for i in range(3)]
+    for row in valid:
+        assert running.post(body(diabetes.FEATURES, [row]))[0] == 200
+    assert running.stop() in (0, -signal.SIGTERM)
+    records = read_lines(collect)
+    assert [r["status"] for r in records] == [s for _, s, _ in BAD_BODIES] + [200] * 3
+    assert all(r["error"] for r in records[: len(BAD_BODIES)])
+    assert [list(r["data"][0].values()) for r in records[-3:]] == valid
+    typed = next(
+        r for r in records if "'age': expected a number (double), got str" in r.get("error", "")
+    )
+    assert typed["data"][0]["age"] == "x"  # as sent: data quality counts it as a type error
+
+
+def test_a_client_request_id_is_echoed_and_collected(server):
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    headers = {"Authorization": f"Bearer {server.key}", "x-request-id": "req-42"}
+    connection.request("POST", "/score", body(diabetes.FEATURES, [ROW]), headers)
+    response = connection.getresponse()
+    response.read()
+    assert response.status == 200 and response.getheader("x-request-id") == "req-42"
+    unnamed = {**headers, "x-request-id": ""}
+    connection.request("POST", "/score", body(diabetes.FEATURES, [ROW]), unnamed)
+    response = connection.getresponse()
+    response.read()
+    generated = response.getheader("x-request-id")
+    assert generated and generated != "req-42" and len(generated) == 36
+    connection.close()
+
+
+def test_a_client_that_sends_the_whole_oversized_body_still_gets_its_413(server):
+    import socket
+
+    big = b"[" + b"0," * 1_500_000 + b"0]"  # 3 MB: past the 1 MiB limit
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + server.key.encode()
+            + b"\r\nContent-Type: application/json\r\nContent-Length: "
+            + str(len(big)).encode()
+            + b"\r\n\r\n"
+            + big  # all of it, before reading anything
+        )
+        reply = b""
+        while b"}" not in reply:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 413") and b"more than the limit" in reply
+    assert server.get("/health")[0] == 200

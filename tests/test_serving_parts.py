@@ -11,9 +11,10 @@ import pytest
 
 from nbmill import _hashing
 from nbmill.models.package import package_model
+from nbmill.monitor.collected import read_lines
 from nbmill.serving import request as request_module
 from nbmill.serving.batching import Batcher
-from nbmill.serving.collect import Collector, read_collected
+from nbmill.serving.collect import Collector, Deployment, Scored
 from nbmill.serving.metrics import Metrics
 from nbmill.serving.startup import build_app, prepare
 from nbmill_example import diabetes
@@ -95,41 +96,88 @@ def test_two_apps_in_one_process_keep_their_own_counts(monkeypatch):
 # --- collection files -------------------------------------------------------------------------
 
 NOON = 1796126400.0  # 2026-12-01T12:00:00Z
+WHERE = Deployment("ep", "blue", ("a", "b"), "m", "3", "production", instance="w1")
+
+
+def scored(i: float, at: float = NOON, status: int = 200, **fields) -> Scored:
+    matrix = np.array([[i, i + 0.5]])
+    if status != 200:
+        return Scored(at, status, 0.001, f"id-{i}", **fields)
+    return Scored(at, status, 0.001, f"id-{i}", matrix, np.array([i * 10]), **fields)
+
+
+def test_collection_is_in_azure_ml_data_collector_layout(tmp_path):
+    collector = Collector(tmp_path, WHERE, flush_s=3600)
+    collector.add(scored(1.0))
+    collector.close()
+    hour = "2026/12/01/12"
+    (inputs,) = (tmp_path / "ep/blue/model_inputs").glob(f"{hour}/*.jsonl")
+    (outputs,) = (tmp_path / "ep/blue/model_outputs").glob(f"{hour}/*.jsonl")
+    assert inputs.name == outputs.name == "w1.jsonl"
+    line = json.loads(inputs.read_text())
+    assert {
+        "specversion", "id", "source", "type", "datacontenttype", "time", "data",
+        "correlationid", "xrequestid", "modelversion", "collectdatatype", "agent", "contentrange",
+    } <= set(line)  # fmt: skip
+    assert line["type"] == "azureml.inference.model_inputs"
+    assert line["data"] == [{"a": 1.0, "b": 1.5}]
+    assert line["correlationid"] == line["xrequestid"] == "id-1.0"
+    assert line["time"] == "2026-12-01T12:00:00.000Z"
+    assert (line["modelversion"], line["modelname"], line["modelalias"]) == ("3", "m", "production")
+    assert (line["status"], line["latencyms"]) == (200, 1.0)
+    data = json.dumps(line["data"], separators=(",", ":"))
+    assert line["contentrange"] == f"bytes 0-{len(data) - 1}/{len(data)}"
+    out = json.loads(outputs.read_text())
+    assert out["type"] == "azureml.inference.model_outputs" and out["data"] == [
+        {"prediction": 10.0}
+    ]
+    assert out["correlationid"] == "id-1.0" and out["id"] != line["id"]
 
 
 def test_collection_rotates_by_size_and_loses_nothing(tmp_path):
-    collector = Collector(tmp_path, prefix="w1", max_bytes=600, flush_s=3600)
+    collector = Collector(tmp_path, WHERE, max_bytes=1500, flush_s=3600)
     for i in range(12):
-        collector.add(200, 0.001, json.dumps({"i": i}).encode(), b'{"predictions":[1]}', NOON)
+        collector.add(scored(float(i)))
         collector.flush()
     collector.close()
-    files = sorted(p.name for p in tmp_path.glob("*.jsonl"))
-    assert len(files) > 1 and files[0] == "20261201T12-w1-0000.jsonl"
-    assert all(p.stat().st_size <= 600 for p in tmp_path.glob("*.jsonl"))
-    assert [r["request"]["i"] for r in read_collected(tmp_path)] == list(range(12))
+    files = sorted((tmp_path / "ep/blue/model_inputs/2026/12/01/12").glob("*.jsonl"))
+    assert len(files) > 1 and files[0].name == "w1.jsonl" and files[1].name == "w1_0001.jsonl"
+    assert all(p.stat().st_size <= 1500 for p in files)
+    lines = read_lines(tmp_path)
+    assert [line["data"][0]["a"] for line in lines] == [float(i) for i in range(12)]
 
 
-def test_collection_starts_a_file_for_each_hour(tmp_path):
-    collector = Collector(tmp_path, prefix="w1", flush_s=3600)
+def test_collection_starts_a_folder_for_each_hour(tmp_path):
+    collector = Collector(tmp_path, WHERE, flush_s=3600)
     for hour in range(3):
-        collector.add(200, 0.001, b'{"h": %d}' % hour, b"{}", NOON + hour * 3600)
-        collector.flush()
+        collector.add(scored(float(hour), at=NOON + hour * 3600))
     collector.close()
-    names = sorted(p.name for p in tmp_path.glob("*.jsonl"))
-    assert names == [f"20261201T{12 + h}-w1-0000.jsonl" for h in range(3)]
-    assert [r["time"][:13] for r in read_collected(tmp_path)] == [
+    folders = sorted(p.parent.name for p in (tmp_path / "ep/blue/model_inputs").rglob("*.jsonl"))
+    assert folders == ["12", "13", "14"]
+    assert [r["time"][:13] for r in read_lines(tmp_path)] == [
         "2026-12-01T12",
         "2026-12-01T13",
         "2026-12-01T14",
     ]
 
 
-def test_close_writes_what_is_still_buffered(tmp_path):
-    collector = Collector(tmp_path, flush_s=3600)
-    collector.add(200, 0.002, b'{"a": 1}', b'{"predictions": [2]}')
+def test_many_rows_in_one_request_are_one_line_of_records(tmp_path):
+    collector = Collector(tmp_path, WHERE, flush_s=3600)
+    matrix = np.arange(200.0).reshape(100, 2) / 7
+    collector.add(Scored(NOON, 200, 0.001, "x", matrix, matrix[:, 0] * 2))
     collector.close()
-    (record,) = read_collected(tmp_path)
-    assert record["request"] == {"a": 1} and record["status"] == 200
+    (line,) = read_lines(tmp_path)
+    assert [[r["a"], r["b"]] for r in line["data"]] == matrix.tolist()  # every digit kept
+    (out,) = read_lines(tmp_path, "model_outputs")
+    assert [r["prediction"] for r in out["data"]] == (matrix[:, 0] * 2).tolist()
+
+
+def test_close_writes_what_is_still_buffered(tmp_path):
+    collector = Collector(tmp_path, WHERE, flush_s=3600)
+    collector.add(scored(2.0))
+    collector.close()
+    (record,) = read_lines(tmp_path)
+    assert record["data"] == [{"a": 2.0, "b": 2.5}] and record["status"] == 200
 
 
 # --- start-up ---------------------------------------------------------------------------------
@@ -183,35 +231,39 @@ def test_json_nested_too_deeply_is_a_400_naming_the_problem():
     assert caught.value.status == 400
 
 
-def test_a_record_that_cannot_be_read_is_collected_without_its_body_and_collection_goes_on(
-    tmp_path,
-):
-    collector = Collector(tmp_path, flush_s=3600)
-    collector.add(400, 0.001, DEEP, b'{"error": "nested too deeply"}')
-    collector.add(200, 0.001, b'{"a": 1}', b'{"predictions": [1]}')
+def test_a_refused_request_is_collected_with_its_status_error_and_rows_as_sent(tmp_path):
+    collector = Collector(tmp_path, WHERE, flush_s=3600)
+    sent = (["a", "b"], [["x", None]])
+    collector.add(scored(1.0, status=400, error="row 0, column 'a': expected a number", sent=sent))
+    collector.add(scored(2.0, status=400, error="the JSON is nested too deeply to read"))
+    collector.add(scored(3.0))
     collector.close()
-    records = read_collected(tmp_path)
-    assert [r["status"] for r in records] == [400, 200]
-    assert records[0]["request"] is None and records[1]["request"] == {"a": 1}
+    records = read_lines(tmp_path)
+    assert [r["status"] for r in records] == [400, 400, 200]
+    assert (
+        records[0]["data"] == [{"a": "x", "b": None}] and "expected a number" in records[0]["error"]
+    )
+    assert records[1]["data"] == [] and "nested too deeply" in records[1]["error"]
+    assert len(read_lines(tmp_path, "model_outputs")) == 1  # only what was scored has outputs
     assert collector.errors == 0
 
 
 def test_an_item_that_cannot_be_written_is_counted_and_the_rest_are_written(tmp_path, capsys):
-    collector = Collector(tmp_path, flush_s=3600)
+    collector = Collector(tmp_path, WHERE, flush_s=3600)
     counted: list[int] = []
     collector.on_error = counted.append
-    collector.add(200, 0.001, b'{"a": 1}', b'{"predictions": [1]}', at=float("nan"))
-    collector.add(200, 0.001, b'{"a": 2}', b'{"predictions": [2]}')
+    collector.add(scored(1.0, at=float("nan")))
+    collector.add(scored(2.0))
     collector.close()
-    assert [r["request"] for r in read_collected(tmp_path)] == [{"a": 2}]
+    assert [r["data"][0]["a"] for r in read_lines(tmp_path)] == [2.0]
     assert collector.errors == 1 and counted == [1]
     assert "1 record(s) not written" in capsys.readouterr().err
 
 
 def test_the_buffer_is_bounded_and_what_it_drops_is_counted(tmp_path):
-    collector = Collector(tmp_path, flush_s=3600, max_pending=3)
+    collector = Collector(tmp_path, WHERE, flush_s=3600, max_pending=3)
     for i in range(5):
-        collector.add(200, 0.001, b'{"i": %d}' % i, b"{}")
+        collector.add(scored(float(i)))
     collector.close()
-    assert [r["request"]["i"] for r in read_collected(tmp_path)] == [0, 1, 2]
+    assert [r["data"][0]["a"] for r in read_lines(tmp_path)] == [0.0, 1.0, 2.0]
     assert collector.dropped == 2

@@ -117,17 +117,26 @@ def save_model(model: Pipeline, train: pd.DataFrame, path: str | Path) -> None:
 
 
 def log_model(model: Pipeline, train: pd.DataFrame):
-    """Log the model to the active MLflow run; returns MLflow's ModelInfo."""
+    """Log the model to the active MLflow run, with the baseline profile of its training data
+    and predictions (for monitoring) among its files; returns MLflow's ModelInfo."""
+    import tempfile
+
     import mlflow.sklearn
 
+    from nbmill.monitor import profile_frame
+    from nbmill.monitor.profile import BASELINE_FILE
     from nbmill.tracking import pinned_requirements
 
-    return mlflow.sklearn.log_model(
-        model,
-        name="model",
-        signature=signature(model, train),
-        pip_requirements=pinned_requirements(*REQUIREMENTS),
-    )
+    features = train[FEATURES]
+    with tempfile.TemporaryDirectory() as scratch:
+        baseline = profile_frame(features, model.predict(features))
+        return mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=signature(model, train),
+            pip_requirements=pinned_requirements(*REQUIREMENTS),
+            extra_files=[str(baseline.save(Path(scratch) / BASELINE_FILE))],
+        )
 
 
 def signature(model: Pipeline, frame: pd.DataFrame):

@@ -89,6 +89,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     arg("--workers", type=int, default=1, help="worker processes (1)"),
     arg("--collect-dir", metavar="DIR", help="where scored requests are collected (collected/)"),
     arg("--no-collect", action="store_true", help="do not collect requests"),
+    arg("--endpoint", help="the endpoint name collected data is filed under (the model's name)"),
+    arg("--deployment", default="local", help="the deployment name, likewise (local)"),
 )
 def cmd_serve(args: argparse.Namespace) -> int:
     from nbmill.serving.startup import serve
@@ -103,5 +105,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         collect_dir=None if args.no_collect else collect,
         announce=lambda line: print(line, flush=True),
+        endpoint=args.endpoint,
+        deployment=args.deployment,
     )
     return 0

@@ -43,6 +43,11 @@ COMMANDS: list[Command] = []
     ),
     arg("--resume", metavar="RUN", help="continue RUN from its first step that did not complete"),
     arg(
+        "--fail-on-drift",
+        action="store_true",
+        help="exit 3 when a monitoring step detected drift (a metric drift_detected above 0)",
+    ),
+    arg(
         "--explain",
         action="store_true",
         help="print each step's cache key, its parts, and hit or miss with the reason; run nothing",
@@ -82,4 +87,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  {name} = {value:.4g}")
     print(f"record: {record.dir}")
     print(f"report: {record.dir / 'index.html'}")
+    drifted = [
+        name.rsplit(".", 1)[0]
+        for name, value in record.data.get("metrics", {}).items()
+        if name.endswith(".drift_detected") and value > 0
+    ]
+    if args.fail_on_drift and drifted:
+        print(f"drift detected by step {', '.join(drifted)} (--fail-on-drift): exit 3")
+        return 3
     return 0

@@ -39,6 +39,9 @@ TYPES: dict[str, str] = {
     "nbmill.model.promoted": "Microsoft.MachineLearningServices.ModelRegistered",
     "nbmill.model.deployed": "Microsoft.MachineLearningServices.ModelDeployed",
     "nbmill.drift.detected": "Microsoft.MachineLearningServices.DatasetDriftDetected",
+    # Azure ML sends no event of its own for these two: its monitors alert by email.
+    "nbmill.quality.breached": "Microsoft.MachineLearningServices.DatasetDriftDetected",
+    "nbmill.health.degraded": "Microsoft.MachineLearningServices.DatasetDriftDetected",
 }
 BACKOFF_S = 0.25
 CLOSE_TIMEOUT_S = 15.0

@@ -215,7 +215,13 @@ def deploy_candidate(
     ctx = tracking.context()
     candidate = find_candidate(model_name, model_dir)
     version = str(candidate.version)
-    package.package_model(model_dir, package_dir, ctx.project_dir / "environment.yml", target)
+    package.package_model(
+        model_dir,
+        package_dir,
+        ctx.project_dir / "environment.yml",
+        target,
+        model={"name": model_name, "version": version},
+    )
     if not {STAGING, PRODUCTION} & set(candidate.aliases or ()):
         tracking.log_metrics({"deployed": 0})
         gate = (candidate.tags or {}).get(TAG_GATE_REASON)

@@ -12,15 +12,21 @@ from pathlib import Path
 from nbmill._fs import write_json
 from nbmill._hashing import compare_hashes, hash_path, tree_digest
 from nbmill.errors import NbmillError
+from nbmill.monitor.profile import BASELINE_FILE
 
 TARGETS = ("local",)
 MANIFEST = "package.json"
 
 
 def package_model(
-    model_dir: str | Path, target_dir: str | Path, environment: str | Path, target: str = "local"
+    model_dir: str | Path,
+    target_dir: str | Path,
+    environment: str | Path,
+    target: str = "local",
+    model: dict[str, str] | None = None,
 ) -> dict:
-    """Copy the model and environment into ``target_dir`` with a manifest of sha256s."""
+    """Copy the model and environment into ``target_dir`` with a manifest of sha256s, the
+    model's registered ``name`` and ``version`` when given, and its baseline profile's path."""
     if target not in TARGETS:
         raise NbmillError(f"unknown deployment target '{target}' (targets: {', '.join(TARGETS)})")
     model_dir, target_dir, environment = Path(model_dir), Path(target_dir), Path(environment)
@@ -32,10 +38,13 @@ def package_model(
         shutil.rmtree(target_dir)
     shutil.copytree(model_dir, target_dir / "model")
     shutil.copy2(environment, target_dir / "environment.yml")
+    baselines = sorted((target_dir / "model").rglob(BASELINE_FILE))
     manifest = {
         "target": target,
         "format": "mlflow",
+        "model": model or {},
         "model_sha256": tree_digest(target_dir / "model"),
+        "baseline": baselines[0].relative_to(target_dir).as_posix() if baselines else None,
         "files": hash_path(target_dir, target_dir),
     }
     write_json(target_dir / MANIFEST, manifest)

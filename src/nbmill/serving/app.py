@@ -8,20 +8,25 @@ with the requests that arrived with it (batching.py), counted (metrics.py) and c
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
+import uuid
 import warnings
 from typing import Any
 
 import numpy as np
 
 from nbmill.serving.batching import Batcher
-from nbmill.serving.collect import Collector
+from nbmill.serving.collect import Collector, Scored
 from nbmill.serving.metrics import CONTENT_TYPE, Metrics
 from nbmill.serving.request import InputError, Signature, parse_request
 
 MAX_BYTES = 1 << 20
+DRAIN_BYTES = 64 << 20  # the rest of an oversized body is read and dropped, up to this
+DRAIN_S = 10.0  # and for at most this long
+REQUEST_ID_HEADERS = (b"x-request-id", b"x-ms-client-request-id")
 
 
 def _prediction_json(values: np.ndarray) -> bytes:
@@ -86,23 +91,43 @@ class ScoringApp:
 
     async def _score(self, scope, receive, send) -> None:
         began = time.perf_counter()
-        status, body, rows, answer = 200, b"", 0, b""
+        status, answer, unread = 200, b"", 0
+        matrix = values = error = sent = None
+        correlation_id = _correlation_id(scope["headers"])
         try:
             self._check_key(scope)
             body = await self._read_body(scope, receive)
             matrix = parse_request(body, self.signature)
-            rows = len(matrix)
-            answer = _prediction_json(await self.batcher.score(matrix))
+            values = await self.batcher.score(matrix)
+            answer = _prediction_json(values)
         except InputError as exc:
-            status, answer = exc.status, json.dumps({"error": str(exc)}).encode()
+            status, error, sent, unread = exc.status, str(exc), exc.sent, exc.unread
+            answer = json.dumps({"error": error}).encode()
         except Exception as exc:  # a model failure: the service stays up
             status = 500
-            answer = json.dumps({"error": f"scoring failed: {type(exc).__name__}: {exc}"}).encode()
-        await _respond_bytes(send, status, answer, b"application/json")
+            error = f"scoring failed: {type(exc).__name__}: {exc}"
+            answer = json.dumps({"error": error}).encode()
+        if unread:  # answer at once, then read the rest, so the client is not reset mid-send
+            await _respond_bytes(send, status, answer, b"application/json", correlation_id, True)
+            await _drain(receive, unread)
+            await send({"type": "http.response.body", "body": b""})
+        else:
+            await _respond_bytes(send, status, answer, b"application/json", correlation_id)
         seconds = time.perf_counter() - began
-        self.metrics.observe(status, seconds, rows if status == 200 else 0)
-        if self.collector is not None and status != 401:
-            self.collector.add(status, seconds, body if status != 413 else b"", answer)
+        self.metrics.observe(status, seconds, len(matrix) if status == 200 else 0)
+        if self.collector is not None and status != 401:  # unauthenticated bodies are not kept
+            self.collector.add(
+                Scored(
+                    time.time(),
+                    status,
+                    seconds,
+                    correlation_id,
+                    matrix if status == 200 else None,
+                    values if status == 200 else None,
+                    error,
+                    sent,
+                )
+            )
 
     def _check_key(self, scope) -> None:
         for name, value in scope["headers"]:
@@ -114,31 +139,86 @@ class ScoringApp:
         raise InputError("missing key: send Authorization: Bearer <key>", status=401)
 
     async def _read_body(self, scope, receive) -> bytes:
+        """The body, or a 413 as soon as it is known to be past the limit. Unless the client
+        asked ``Expect: 100-continue`` (it then sends no body), the 413 goes out at once and
+        the rest of the body is then read and dropped (``_drain``), so that a client still
+        sending is not reset before it reads its answer."""
+        length, expect = None, False
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                raise InputError(
-                    f"body of {int(value)} bytes is more than the limit of {self.max_bytes}",
-                    status=413,
-                )
+            if name == b"content-length" and value.isdigit():
+                length = int(value)
+            elif name == b"expect":
+                expect = value.lower() == b"100-continue"
+        if length is not None and length > self.max_bytes:
+            raise _too_large(f"body of {length} bytes", self.max_bytes, 0 if expect else 1)
         chunks, size = [], 0
         while True:
             message = await receive()
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                raise InputError(f"body is more than the limit of {self.max_bytes} bytes", 413)
+                unread = size if message.get("more_body") else 0
+                raise _too_large("body", self.max_bytes, unread)
             chunks.append(chunk)
             if not message.get("more_body"):
                 return b"".join(chunks)
+
+
+def _too_large(what: str, limit: int, unread: int) -> InputError:
+    error = InputError(f"{what} is more than the limit of {limit} bytes", status=413)
+    error.unread = unread  # > 0: the client may still be sending
+    return error
+
+
+async def _drain(receive, size: int) -> None:
+    """Read and drop the rest of a body: up to DRAIN_BYTES, for up to DRAIN_S, or until the
+    client is done or gone."""
+    deadline = asyncio.get_running_loop().time() + DRAIN_S
+    while size <= DRAIN_BYTES:
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            return
+        try:
+            message = await asyncio.wait_for(receive(), left)
+        except TimeoutError:
+            return
+        if message["type"] != "http.request":
+            return
+        size += len(message.get("body", b""))
+        if not message.get("more_body"):
+            return
+
+
+def _correlation_id(headers) -> str:
+    """The client's request id (``x-request-id`` or ``x-ms-client-request-id``) when it is a
+    sane token, else a new one: it ties the collected inputs, outputs and the answer."""
+    for name, value in headers:
+        if name in REQUEST_ID_HEADERS and 0 < len(value) <= 128:
+            text = value.decode("latin-1")
+            if text.isprintable() and '"' not in text and "\\" not in text:
+                return text
+    return str(uuid.uuid4())
 
 
 async def _respond(send, status: int, payload: dict) -> None:
     await _respond_bytes(send, status, json.dumps(payload).encode(), b"application/json")
 
 
-async def _respond_bytes(send, status: int, body: bytes, content_type: bytes) -> None:
+async def _respond_bytes(
+    send,
+    status: int,
+    body: bytes,
+    content_type: bytes,
+    request_id: str | None = None,
+    more: bool = False,
+) -> None:
+    """The response; with ``more`` it is not complete yet (and the connection closes after)."""
     headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    if request_id is not None:
+        headers.append((b"x-request-id", request_id.encode("latin-1")))
+    if more:
+        headers.append((b"connection", b"close"))
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": body, "more_body": more})

@@ -1,72 +1,102 @@
-"""Data collection for monitoring: every scored request's inputs, outputs, latency and status.
+"""Data collection for monitoring: every scored request's rows, predictions, status and latency,
+in the layout of Azure ML's data collector (``nbmill.collection``).
 
-The hot path only appends a tuple to a list; a background thread turns the list into JSON lines
-every second, in files rotated by size and by hour: ``<dir>/<YYYYMMDDTHH>-<prefix>-<n>.jsonl``.
-``close`` writes what is left, so nothing is lost on shutdown.
+The hot path only appends a tuple (the parsed matrix, the predictions, the status...) to a
+list; a background thread turns the list into JSON lines every ``flush_s``, one file per
+collection, instance and hour, rotated by size (``<instance>.jsonl``, ``<instance>_0001.jsonl``).
+``close`` writes what is left, so nothing is lost on shutdown. A record that cannot be written
+is counted and its reason logged once; the buffer is bounded, and what arrives beyond it is
+dropped and counted.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import threading
-import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from nbmill import collection
 from nbmill._time import iso_from_timestamp
 
-FLUSH_S = 1.0
+FLUSH_S = 0.25
 MAX_FILE_BYTES = 16 << 20
 MAX_PENDING = 100_000  # items waiting for the writer; past this they are dropped and counted
+AGENT = "nbmill-serve"
 
 
-def _one_line(body: bytes) -> bytes:
-    # Valid JSON has newlines only between tokens, where a space means the same.
-    return body.replace(b"\r", b" ").replace(b"\n", b" ")
+@dataclass(frozen=True)
+class Scored:
+    """One request, as the hot path hands it over: nothing serialised yet."""
+
+    at: float  # POSIX seconds
+    status: int
+    seconds: float
+    correlation_id: str
+    matrix: np.ndarray | None = None  # the rows scored, in signature order
+    predictions: np.ndarray | None = None
+    error: str | None = None
+    sent: tuple[list[str], list[Any]] | None = None  # a refused request's columns and rows
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Where and what: the endpoint, deployment and instance, and the model it serves."""
+
+    endpoint: str
+    deployment: str
+    columns: tuple[str, ...]
+    model_name: str | None = None
+    model_version: str | None = None
+    model_alias: str | None = None
+    instance: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+
+    @property
+    def source(self) -> str:
+        return f"/nbmill/endpoints/{self.endpoint}/deployments/{self.deployment}"
 
 
 class Collector:
     def __init__(
         self,
-        folder: Path,
-        prefix: str = "collect",
+        root: Path,
+        deployment: Deployment,
         max_bytes: int = MAX_FILE_BYTES,
         flush_s: float = FLUSH_S,
         max_pending: int = MAX_PENDING,
     ):
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.prefix = prefix
+        self.root = Path(root)
+        self.deployment = deployment
         self.max_bytes = max_bytes
         self.flush_s = flush_s
-        self._items: list[tuple[float, int, float, bytes, bytes]] = []
+        self.max_pending = max_pending
+        self._items: list[Scored] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._file: tuple[str, int, Path] | None = None  # (hour, part, path)
-        self.max_pending = max_pending
-        self.written = 0
-        self.errors = 0  # items that could not be written (each reason is logged once)
-        self.dropped = 0  # items refused because the writer fell behind
+        self._parts: dict[tuple[str, str], int] = {}  # (collection, hour folder) -> part
+        self.written = 0  # requests written
+        self.errors = 0  # requests that could not be written (each reason is logged once)
+        self.dropped = 0  # requests refused because the writer fell behind
         self._reasons: set[str] = set()
         self.on_error: Callable[[int], Any] = lambda count: None  # e.g. a Prometheus counter
         self.on_drop: Callable[[int], Any] = lambda count: None
+        self._rows = _RecordWriter(deployment.columns)
+        self._predictions = _RecordWriter((collection.PREDICTION,))
+        self._head = _head_fields(deployment)
         self._thread = threading.Thread(target=self._run, name="nbmill-collect", daemon=True)
         self._thread.start()
 
-    def add(
-        self,
-        status: int,
-        seconds: float,
-        request: bytes,
-        response: bytes,
-        at: float | None = None,
-    ) -> None:
-        """Queue one scored request (``at``: when, POSIX seconds; now by default)."""
-        item = (time.time() if at is None else at, status, seconds, request, response)
+    def add(self, item: Scored) -> None:
+        """Queue one scored request (the hot path: an append under a lock)."""
         with self._lock:
             if len(self._items) >= self.max_pending:
                 self.dropped += 1
@@ -79,7 +109,7 @@ class Collector:
             self.flush()
 
     def _failed(self, count: int, exc: BaseException) -> None:
-        """Count items that could not be written; say why once per reason, and go on."""
+        """Count requests that could not be written; say why once per reason, and go on."""
         self.errors += count
         self.on_error(count)
         reason = f"{type(exc).__name__}: {exc}"[:200]
@@ -93,38 +123,88 @@ class Collector:
             items, self._items = self._items, []
         if not items:
             return
-        lines, first = [], None
+        batches: dict[tuple[str, Path], list[bytes]] = {}
+        done = 0
         for item in items:
             try:
-                lines.append(_line(*item))
+                lines = self._lines(item)
             except Exception as exc:  # one bad item costs only itself
                 self._failed(1, exc)
                 continue
-            first = first if first is not None else item[0]
-        if not lines:
-            return
+            hour = datetime.fromtimestamp(item.at, UTC)
+            for name, line in lines:
+                folder = collection.hour_folder(
+                    self.root, self.deployment.endpoint, self.deployment.deployment, name, hour
+                )
+                batches.setdefault((name, folder), []).append(line)
+            done += 1
         try:
-            self._write(b"".join(lines), datetime.fromtimestamp(first, UTC))
+            for (name, folder), lines in batches.items():
+                self._write(name, folder, b"".join(lines))
         except OSError as exc:  # a full or missing disk: counted, and the writer goes on
-            self._failed(len(lines), exc)
+            self._failed(done, exc)
             return
-        self.written += len(lines)
+        self.written += done
 
-    def _write(self, data: bytes, moment: datetime) -> None:
-        hour = moment.strftime("%Y%m%dT%H")
-        if self._file is None or self._file[0] != hour:
-            self._file = (hour, 0, self._path(hour, 0))
-        hour, part, path = self._file
+    def _lines(self, item: Scored) -> list[tuple[str, bytes]]:
+        """The request's model_inputs line, and its model_outputs line when it was scored."""
+        moment = iso_from_timestamp(item.at)
+        if item.matrix is not None:
+            rows = self._rows.records(item.matrix)
+        elif item.sent is not None:
+            rows = _sent_records(*item.sent)
+        else:
+            rows = b"[]"
+        extra = (
+            f',"status":{item.status},"latencyms":{item.seconds * 1000:.3f}'
+            + (f',"error":{json.dumps(item.error)}' if item.error else "")
+        ).encode()
+        lines = [(collection.INPUTS, self._line(collection.INPUTS, moment, item, rows, extra))]
+        if item.predictions is not None:
+            outputs = self._predictions.records(item.predictions.reshape(len(item.predictions), -1))
+            lines.append(
+                (collection.OUTPUTS, self._line(collection.OUTPUTS, moment, item, outputs, b""))
+            )
+        return lines
+
+    def _line(self, name: str, moment: str, item: Scored, data: bytes, extra: bytes) -> bytes:
+        cid = item.correlation_id.encode()
+        return (
+            b'{"specversion":"1.0","id":"'
+            + str(uuid.uuid4()).encode()
+            + self._head[name]
+            + b',"time":"'
+            + moment.encode()
+            + b'","data":'
+            + data
+            + b',"correlationid":"'
+            + cid
+            + b'","xrequestid":"'
+            + cid
+            + b'"'
+            + self._head["tail"]
+            + f',"contentrange":"bytes 0-{len(data) - 1}/{len(data)}"'.encode()
+            + extra
+            + b"}\n"
+        )
+
+    def _write(self, name: str, folder: Path, data: bytes) -> None:
+        key = (name, str(folder))
+        part = self._parts.get(key, 0)
+        path = self._path(folder, part)
         if path.exists() and path.stat().st_size + len(data) > self.max_bytes:
-            self._file = (hour, part + 1, self._path(hour, part + 1))
-            path = self._file[2]
+            part += 1
+            path = self._path(folder, part)
+        self._parts[key] = part
+        folder.mkdir(parents=True, exist_ok=True)
         with open(path, "ab") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
 
-    def _path(self, hour: str, part: int) -> Path:
-        return self.folder / f"{hour}-{self.prefix}-{part:04d}.jsonl"
+    def _path(self, folder: Path, part: int) -> Path:
+        suffix = f"_{part:04d}" if part else ""  # sorts after the first
+        return folder / f"{self.deployment.instance}{suffix}.jsonl"
 
     def close(self) -> None:
         self._stop.set()
@@ -132,36 +212,73 @@ class Collector:
         self.flush()
 
 
-def _line(moment: float, status: int, seconds: float, request: bytes, response: bytes) -> bytes:
-    """One collected record as a JSON line (the bodies are JSON already, and kept as they are)."""
-    request_json = _one_line(request) if status < 400 or _is_json(request) else b"null"
-    return (
-        b'{"time":"'
-        + iso_from_timestamp(moment).encode()
-        + b'","status":'
-        + str(status).encode()
-        + b',"latency_ms":'
-        + f"{seconds * 1000:.3f}".encode()
-        + b',"request":'
-        + (request_json or b"null")
-        + b',"response":'
-        + _one_line(response or b"null")
-        + b"}\n"
-    )
+def _head_fields(deployment: Deployment) -> dict[str, bytes]:
+    """The constant parts of every line, serialised once."""
+    head = {
+        name: (
+            '","source":'
+            + json.dumps(deployment.source)
+            + ',"type":'
+            + json.dumps(collection.EVENT_TYPE.format(collection=name))
+            + ',"datacontenttype":"application/json"'
+        ).encode()
+        for name in collection.COLLECTIONS
+    }
+    tail = {
+        "modelversion": deployment.model_version or "default",
+        "collectdatatype": "pandas.core.frame.DataFrame",
+        "agent": AGENT,
+        "modelname": deployment.model_name,
+        "modelalias": deployment.model_alias,
+    }
+    head["tail"] = b"," + json.dumps(tail, separators=(",", ":")).encode()[1:-1]
+    return head
 
 
-def _is_json(body: bytes) -> bool:
+class _RecordWriter:
+    """A float matrix as JSON records (``[{"a":1.0,"b":2.0},...]``) with one ``%`` formatting
+    of all its values: no Python loop over rows."""
+
+    def __init__(self, columns: Sequence[str]):
+        self.row = "{" + ",".join(f"{json.dumps(c)}:%r" for c in columns) + "}"
+        self.columns = tuple(columns)
+        self.width = len(columns)
+        self._formats: dict[int, str] = {}
+
+    def records(self, matrix: np.ndarray) -> bytes:
+        rows = len(matrix)
+        if matrix.ndim != 2 or matrix.shape[1] != self.width:
+            raise ValueError(f"expected {self.width} columns, got shape {matrix.shape}")
+        template = self._formats.get(rows)
+        if template is None:
+            template = "[" + ",".join([self.row] * rows) + "]"
+            if len(self._formats) < 64:
+                self._formats[rows] = template
+        values = matrix.ravel()
+        if not np.isfinite(values).all():  # NaN and infinity are not JSON: null
+            return json.dumps(
+                [dict(zip(self.columns, row, strict=True)) for row in _nulls(matrix)],
+                separators=(",", ":"),
+            ).encode()
+        return (template % tuple(values.tolist())).encode()
+
+
+def _nulls(matrix: np.ndarray) -> list[list[float | None]]:
+    return [[v if np.isfinite(v) else None for v in row] for row in matrix.tolist()]
+
+
+def _sent_records(columns: list[str], rows: list[Any]) -> bytes:
+    """A refused request's rows as sent (values of any type), as records, when they are rows."""
+    records = [
+        dict(zip(columns, row, strict=False)) if isinstance(row, list) else {"row": row}
+        for row in rows
+    ]
     try:
-        json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return False
-    return bool(body.strip())
+        return json.dumps(records, separators=(",", ":"), allow_nan=False, default=repr).encode()
+    except ValueError:  # NaN or infinity, which JSON has not: sent, but missing
+        clean = [{k: _finite(v) for k, v in r.items()} for r in records]
+        return json.dumps(clean, separators=(",", ":"), default=repr).encode()
 
 
-def read_collected(folder: Path) -> list[dict]:
-    """Every collected record, oldest file first."""
-    records = []
-    for path in sorted(Path(folder).glob("*.jsonl")):
-        with open(path, encoding="utf-8") as handle:
-            records += [json.loads(line) for line in handle if line.strip()]
-    return records
+def _finite(value: Any) -> Any:
+    return None if isinstance(value, float) and not np.isfinite(value) else value

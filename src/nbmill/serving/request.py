@@ -37,6 +37,8 @@ class InputError(Exception):
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
+        self.sent: tuple[list[str], list[Any]] | None = None  # the rows, when they were rows
+        self.unread = 0  # a 413 sent before the whole body was read
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,15 @@ def parse_request(body: bytes, signature: Signature, max_rows: int = MAX_ROWS) -
     except RecursionError:
         raise InputError("the JSON is nested too deeply to read") from None
     columns, rows = _columns_and_rows(payload, signature)
+    try:
+        return _matrix(columns, rows, signature, max_rows)
+    except InputError as exc:
+        if len(rows) <= max_rows:  # collected as sent, so that data quality sees them
+            exc.sent = (columns, rows)
+        raise
+
+
+def _matrix(columns: list[str], rows: list[Any], signature: Signature, max_rows: int):
     if not rows:
         raise InputError("no rows to score")
     if len(rows) > max_rows:

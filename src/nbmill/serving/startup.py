@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import tempfile
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,7 +23,7 @@ import numpy as np
 from nbmill._hashing import digest_of, tree_digest
 from nbmill.errors import NbmillError
 from nbmill.serving.app import ScoringApp
-from nbmill.serving.collect import Collector
+from nbmill.serving.collect import Collector, Deployment
 from nbmill.serving.metrics import MULTIPROC_ENV
 from nbmill.serving.request import Signature, read_mlmodel
 
@@ -45,6 +45,8 @@ class ServeConfig:
     types: tuple[str, ...]
     sklearn: dict[str, Any] | None  # the MLmodel's sklearn flavor, if it has one
     key_source: str
+    endpoint: str = "local"
+    deployment: str = "local"
 
     @property
     def signature(self) -> Signature:
@@ -72,7 +74,9 @@ def resolve_model(ref: str, project_dir: Path) -> tuple[Path, str, dict[str, Any
                     f"{path / MANIFEST}: model_sha256 does not match the model's files listed "
                     "in the manifest; the package was changed"
                 )
-            return path / "model", digest, {"model": str(path)}
+            model = manifest.get("model") or {}
+            identity = {"model": model.get("name") or str(path), "version": model.get("version")}
+            return path / "model", digest, {**identity, "package": str(path)}
         if (path / "MLmodel").exists():
             return path, tree_digest(path), {"model": str(path)}
         raise NbmillError(f"{path}: neither a package (package.json) nor an MLflow model (MLmodel)")
@@ -96,9 +100,33 @@ def load_key(project_dir: Path) -> tuple[str, str]:
     return path.read_text(encoding="utf-8").strip(), str(path)
 
 
-def prepare(ref: str, project_dir: Path, collect_dir: Path | None = None) -> ServeConfig:
-    """Resolve and check the model, read its signature and the key: what every worker gets."""
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def _check_name(kind: str, name: str) -> str:
+    if not NAME.match(name):
+        raise NbmillError(
+            f"{kind} name {name!r}: use letters, digits, '-', '_' and '.' (up to 63), "
+            f"starting with a letter or digit"
+        )
+    return name
+
+
+def prepare(
+    ref: str,
+    project_dir: Path,
+    collect_dir: Path | None = None,
+    endpoint: str | None = None,
+    deployment: str = "local",
+) -> ServeConfig:
+    """Resolve and check the model, read its signature and the key: what every worker gets.
+    Collected data goes to ``collect_dir/<endpoint>/<deployment>/...`` (the endpoint is the
+    model's registered name unless given)."""
     model_dir, digest, identity = resolve_model(ref, project_dir)
+    if endpoint is None:
+        named = identity.get("model", "")
+        endpoint = named if NAME.match(named) else Path(model_dir).resolve().parent.name
+        endpoint = endpoint if NAME.match(endpoint) else "local"
     mlmodel = read_mlmodel(model_dir)
     signature = Signature.from_mlmodel(mlmodel, model_dir)
     key, key_source = load_key(project_dir)
@@ -112,6 +140,8 @@ def prepare(ref: str, project_dir: Path, collect_dir: Path | None = None) -> Ser
         types=signature.types,
         sklearn=(mlmodel.get("flavors") or {}).get("sklearn"),
         key_source=key_source,
+        endpoint=_check_name("endpoint", endpoint),
+        deployment=_check_name("deployment", deployment),
     )
 
 
@@ -119,9 +149,16 @@ def build_app(config: ServeConfig) -> ScoringApp:
     """The app for one worker: load the model (checked by the parent) and open the collector."""
     collector = None
     if config.collect_dir:
-        collector = Collector(
-            Path(config.collect_dir), prefix=f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        identity = config.identity
+        where = Deployment(
+            config.endpoint,
+            config.deployment,
+            tuple(config.columns),
+            model_name=identity.get("model"),
+            model_version=identity.get("version"),
+            model_alias=identity.get("alias"),
         )
+        collector = Collector(Path(config.collect_dir), where)
     model = _load(Path(config.model_dir), config)
     return ScoringApp(model, config.signature, config.key, collector, config.identity)
 
@@ -171,11 +208,13 @@ def serve(
     workers: int = 1,
     collect_dir: Path | None = None,
     announce: Callable[[str], None] = print,
+    endpoint: str | None = None,
+    deployment: str = "local",
 ) -> None:
     """Check the model, then run the service until SIGTERM or Ctrl-C."""
     import uvicorn
 
-    config = prepare(ref, project_dir, collect_dir)
+    config = prepare(ref, project_dir, collect_dir, endpoint, deployment)
     os.environ[ENV_CONFIG] = json.dumps(asdict(config))
     shared = None
     if workers > 1 and not os.environ.get(MULTIPROC_ENV):  # /metrics sums every worker
@@ -185,7 +224,8 @@ def serve(
         f"serving {config.identity.get('model')} (sha256 {config.sha256[:12]}) "
         f"on http://{host}:{port}"
     )
-    announce(f"key: from {config.key_source}; collecting to {collect_dir or 'nowhere'}")
+    where = Path(collect_dir) / config.endpoint / config.deployment if collect_dir else "nowhere"
+    announce(f"key: from {config.key_source}; collecting to {where}")
     try:
         uvicorn.run(
             "nbmill.serving.startup:create_app",

@@ -1,0 +1,43 @@
+"""Monitoring deployed models: the baseline profile saved with a model, and the verdict of a
+window of collected scoring data against it (drift, data quality, health), with its alerts.
+
+The surface a notebook uses::
+
+    from nbmill import monitor
+    monitor.profile_frame(train, predictions)   the baseline, at training time (with the model)
+    monitor.check(model_name, alias, hours=24)  a window's verdict: a Result
+    monitor.tables(result)                      the verdict as pandas tables
+    monitor.plot_drifted(result)                baseline against window, per drifted column
+    monitor.alert(result)                       its alerts, through the ledger and the sinks
+    monitor.save(result, path)                  the verdict as JSON, for the run record
+
+Each name is imported on first use: ``nbmill.monitor.profile`` needs neither pyarrow nor scipy.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_SURFACE = {
+    "profile_frame": "nbmill.monitor.profile",
+    "Profile": "nbmill.monitor.profile",
+    "find_baseline": "nbmill.monitor.profile",
+    "Monitor": "nbmill.monitor.verdict",
+    "Result": "nbmill.monitor.verdict",
+    "compare": "nbmill.monitor.verdict",
+    "check": "nbmill.monitor.report",
+    "tables": "nbmill.monitor.report",
+    "plot_drifted": "nbmill.monitor.report",
+    "alert": "nbmill.monitor.report",
+    "save": "nbmill.monitor.report",
+    "Thresholds": "nbmill.monitor.thresholds",
+}
+
+__all__ = sorted(_SURFACE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SURFACE:
+        return getattr(import_module(_SURFACE[name]), name)
+    raise AttributeError(f"module 'nbmill.monitor' has no attribute '{name}'")
