@@ -54,6 +54,11 @@ def test_params_file_overrides_pipeline_and_cli_overrides_both(pipeline, project
     assert resolved["train"] == {"seed": 9, "alpha": 0.5}
 
 
+def test_a_time_given_for_a_text_parameter_stays_the_time_as_iso_text(pipeline):
+    resolved = resolve_params(pipeline, None, ["train.label=2026-12-01T09:00:00Z"])
+    assert resolved["train"]["label"] == "2026-12-01T09:00:00+00:00"
+
+
 def test_a_step_value_beats_a_pipeline_wide_value_from_the_same_source(pipeline, project):
     dev = params_file(project, {"params": {"seed": 7}, "steps": {"train": {"seed": 8}}})
     resolved = resolve_params(pipeline, dev, [])

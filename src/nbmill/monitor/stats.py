@@ -6,9 +6,11 @@ standard deviation, as Azure ML's ``normalized_wasserstein_distance`` and Eviden
 ``wasserstein``), two-sample Kolmogorov-Smirnov statistic and p-value. Categorical:
 Jensen-Shannon distance and Pearson's chi-squared test, on frequencies.
 
-Kolmogorov-Smirnov is exact, and Wasserstein exact up to where the two distribution functions
-cross inside one bin, when the baseline's edges are its distinct values (up to MAX_EDGES of
-them); beyond that the edges are quantiles and the statistics are within a bin's mass.
+The p-values (Kolmogorov-Smirnov, chi-squared) need scipy.stats, imported only when asked for:
+a large window is judged by distances. Kolmogorov-Smirnov is exact, and Wasserstein exact up
+to where the two distribution functions cross inside one bin, when the baseline's edges are
+its distinct values (up to MAX_EDGES of them); beyond that the edges are quantiles and the
+statistics are within a bin's mass.
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ import math
 from collections.abc import Mapping
 
 import numpy as np
-from scipy import stats as sps
-from scipy.spatial import distance
 
 PSI_BINS = 10
 PSI_EPSILON = 1e-4  # empty bins are this share, so the index stays finite
@@ -43,6 +43,8 @@ def ks_pvalue(statistic: float, n_base: int, n_window: int) -> float:
     """Smirnov's asymptotic two-sided p-value, as ``scipy.stats.ks_2samp(method="asymp")``."""
     if math.isnan(statistic) or not n_base or not n_window:
         return math.nan
+    from scipy import stats as sps  # 70 MB and 0.6 s: only when a test is asked for
+
     m, n = sorted((float(n_base), float(n_window)), reverse=True)
     return float(sps.kstwo.sf(statistic, np.round(m * n / (m + n))))
 
@@ -123,6 +125,8 @@ def shares(
 
 def jensen_shannon(base: Mapping[str, int], window: Mapping[str, int]) -> float:
     """Jensen-Shannon distance of two frequency tables (natural log, as scipy and Evidently)."""
+    from scipy.spatial import distance
+
     _, b, w = shares(base, window)
     if not b.sum() or not w.sum():
         return math.nan
@@ -140,6 +144,8 @@ def chi_squared(base: Mapping[str, int], window: Mapping[str, int]) -> tuple[flo
     seen = b > 0
     if seen.sum() < 2:
         return 0.0, 1.0
+    from scipy import stats as sps
+
     expected = b[seen] / b.sum() * w.sum()
     result = sps.chisquare(w[seen], expected)
     return float(result.statistic), float(result.pvalue)

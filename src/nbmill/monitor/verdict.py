@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from nbmill.errors import NbmillError
 from nbmill.monitor.collected import Chunk, Column
 from nbmill.monitor.profile import CategoricalProfile, NumericProfile, Profile
-from nbmill.monitor.thresholds import Thresholds
+from nbmill.monitor.thresholds import PVALUES, Thresholds
 from nbmill.monitor.window import CategoricalWindow, NumericWindow
 
 DRIFT = "nbmill.drift.detected"
@@ -143,8 +143,8 @@ class Monitor:
     def _drift(self, name: str, window, role: str) -> dict[str, Any]:
         row: dict[str, Any] = {"column": name, "role": role, "kind": window.base.kind}
         row["rows"] = window.count
-        values = window.drift() if window.count else {}
         metric = self.thresholds.metric_for(window.base.kind, window.count)
+        values = window.drift(pvalues=metric in PVALUES) if window.count else {}
         value = values.get(metric, math.nan)
         row.update(
             metric=metric,

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from nbmill.monitor import stats
-from nbmill.monitor.profile import CategoricalProfile, NumericProfile, histogram
+from nbmill.monitor.profile import CategoricalProfile, NumericProfile, histogram, value_counts
 
 
 @dataclass
@@ -61,7 +61,8 @@ class NumericWindow:
     def count(self) -> int:
         return int(self.counts.sum())
 
-    def drift(self) -> dict[str, float]:
+    def drift(self, pvalues: bool = True) -> dict[str, float]:
+        """Every statistic; the test's p-value only with ``pvalues``."""
         base_counts = np.asarray(self.base.counts)
         ks = stats.ks_statistic(base_counts, self.counts, self.base.ties, self.ties)
         raw = stats.wasserstein(self.edges, base_counts, self.base.sums, self.counts, self.sums)
@@ -70,7 +71,9 @@ class NumericWindow:
             "wasserstein_distance": raw,
             "population_stability_index": stats.psi(base_counts, self.counts),
             "ks_statistic": ks,
-            "two_sample_kolmogorov_smirnov_test": stats.ks_pvalue(ks, self.base.count, self.count),
+            "two_sample_kolmogorov_smirnov_test": (
+                stats.ks_pvalue(ks, self.base.count, self.count) if pvalues else math.nan
+            ),
         }
 
     def mean(self) -> float:
@@ -119,7 +122,7 @@ class CategoricalWindow:
     def update(self, values: Any, type_errors: int = 0) -> None:
         """Add a chunk of categories (a pyarrow array, or a list), None where missing
         (``type_errors`` of those were values of the wrong type, counted apart)."""
-        counts = _value_counts(values)
+        counts = value_counts(values)
         nones = counts.pop(None, 0)
         self.rows += nones + sum(counts.values())
         self.missing += nones - type_errors
@@ -149,9 +152,10 @@ class CategoricalWindow:
             return {}
         return {k: v for k, v in self.frequencies.items() if k not in self.base.categories}
 
-    def drift(self) -> dict[str, float]:
+    def drift(self, pvalues: bool = True) -> dict[str, float]:
+        """Every statistic; the test's p-value only with ``pvalues``."""
         base, window = self._baseline(), self._window()
-        statistic, pvalue = stats.chi_squared(base, window)
+        statistic, pvalue = stats.chi_squared(base, window) if pvalues else (math.nan, math.nan)
         names, b, w = stats.shares(base, window)
         psi = stats.psi_of_shares(b / b.sum(), w / w.sum()) if b.sum() and w.sum() else math.nan
         return {
@@ -173,19 +177,3 @@ class CategoricalWindow:
 
 
 OTHER = "(other)"
-
-
-def _value_counts(values: Any) -> dict[Any, int]:
-    """{category text: count}, with None for the missing: pyarrow's value_counts, vectorised."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    array = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values)
-    if not pa.types.is_string(array.type) and not pa.types.is_large_string(array.type):
-        array = pc.cast(array, pa.string())
-    counted = pc.value_counts(array)
-    if isinstance(counted, pa.ChunkedArray):
-        counted = counted.combine_chunks()
-    return dict(
-        zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True)
-    )

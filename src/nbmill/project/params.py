@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +238,8 @@ def _checked(value: Any, param: Parameter, layer: Layer, step: str) -> Any:
     expected = type(default)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if expected is str and isinstance(value, date):  # YAML read 2026-12-01T09:00Z as a time
+        return value.isoformat()
     ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
     if isinstance(default, (list, tuple)):
         ok = isinstance(value, (list, tuple))
