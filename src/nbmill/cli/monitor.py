@@ -69,6 +69,7 @@ def cmd_traffic(args: argparse.Namespace) -> int:
         )
     matrix = traffic.sample(frame, columns, rows, shifts, args.seed)
     key = os.environ.get(ENV_KEY) or load_key(here)[0]
+    traffic.wait_ready(args.url)
     sent = traffic.send(args.url, key, columns, matrix, batch=args.batch)
     sent.update(model=args.model, data=str(source), shifts=shifts)
 

@@ -65,6 +65,9 @@ def check(
     limits = thresholds if isinstance(thresholds, Thresholds) else parse_thresholds(thresholds)
     identity: dict[str, Any] = {"model": model_name, "alias": alias}
     if baseline is None:
+        import warnings
+
+        warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm, in a kernel
         from nbmill.models.registry import resolve_registered
 
         folder, _, found = resolve_registered(f"{model_name}@{alias}", project)
@@ -162,6 +165,7 @@ def plot_drifted(result: Result, columns: int = 3):
     for ax in axes.ravel()[len(names) :]:
         ax.set_visible(False)
     fig.tight_layout()
+    plt.close(fig)  # shown once, as the cell's value, not again by the inline backend
     return fig
 
 

@@ -79,6 +79,25 @@ def held_out(run_dir: Path, project_dir: Path, output: str = HELD_OUT) -> Path:
     )
 
 
+def wait_ready(url: str, timeout: float = 30.0) -> None:
+    """Wait until ``url``/health answers (a service started a moment ago is still loading)."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=2):
+                return
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            if time.monotonic() > deadline:
+                raise NbmillError(
+                    f"{url}: no answer on /health in {timeout:.0f}s ({exc}); "
+                    "start it with `nbmill serve NAME@ALIAS`"
+                ) from None
+            time.sleep(0.2)
+
+
 def send(
     url: str,
     key: str,
