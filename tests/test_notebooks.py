@@ -11,8 +11,12 @@ from tests.conftest import ROOT
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
-def test_the_pipeline_uses_every_notebook():
-    used = {s.notebook for s in load_pipeline(ROOT / "pipelines" / "training.yml").steps.values()}
+def test_the_pipelines_use_every_notebook():
+    used = {
+        step.notebook
+        for path in sorted((ROOT / "pipelines").glob("*.yml"))
+        for step in load_pipeline(path).steps.values()
+    }
     assert used == set(NOTEBOOKS)
 
 
