@@ -16,18 +16,21 @@ unexport PYTHONDONTWRITEBYTECODE
 
 MLFLOW_VERSION = $(shell sed -n '/^name = "mlflow-skinny"$$/{n;s/version = "\(.*\)"/\1/p;}' uv.lock)
 
-.PHONY: run test lint lab ui setup clean
+.PHONY: run test lint lab ui setup setup-azure clean
 
 run: setup  ## set up, then run the training pipeline on the embedded diabetes data
 	.venv/bin/nbmill run "$$PIPELINE" --params "$$PARAMS" --reason "$$REASON"
 
-test: .tools/bin/uv  ## set up with the dev tools, lint, then run every test
-	$(UV) sync --frozen --inexact --python $(PYTHON) --group dev
+test: .tools/bin/uv  ## set up with the dev tools (and azure-ai-ml, for the offline Azure checks), lint, then run every test
+	$(UV) sync --frozen --inexact --python $(PYTHON) --group dev --group azure
 	.venv/bin/ruff check .
 	.venv/bin/pytest $(PYTEST_ARGS)
 
 setup: .tools/bin/uv
 	$(UV) sync --frozen --inexact --python $(PYTHON)
+
+setup-azure: .tools/bin/uv  ## the environment plus azure-ai-ml: for --backend azureml and --target azureml
+	$(UV) sync --frozen --inexact --python $(PYTHON) --group azure
 
 lab: .tools/bin/uv  ## JupyterLab in the same environment, for authoring notebooks
 	$(UV) sync --frozen --inexact --python $(PYTHON) --group lab

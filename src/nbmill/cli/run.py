@@ -43,6 +43,13 @@ COMMANDS: list[Command] = []
     ),
     arg("--resume", metavar="RUN", help="continue RUN from its first step that did not complete"),
     arg(
+        "--backend",
+        choices=["local", "azureml"],
+        default="local",
+        help="where the steps run: here (local) or as an Azure ML pipeline job (azureml)",
+    ),
+    arg("--dry-run", metavar="DIR", help="azureml: write the job YAML to DIR and check it only"),
+    arg(
         "--fail-on-drift",
         action="store_true",
         help="exit 3 when a monitoring step detected drift (a metric drift_detected above 0)",
@@ -68,6 +75,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                     shown = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
                     print(f"  {part:<11} {shown[:120]}")
         return 0
+    if args.backend == "azureml":
+        return _run_on_azure(args)
+    if args.dry_run:
+        raise NbmillError("--dry-run is for --backend azureml")
     if args.jobs is not None and args.jobs < 1:
         raise NbmillError(f"--jobs {args.jobs}: give 1 or more")
     record = run(
@@ -95,4 +106,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.fail_on_drift and drifted:
         print(f"drift detected by step {', '.join(drifted)} (--fail-on-drift): exit 3")
         return 3
+    return 0
+
+
+def _run_on_azure(args: argparse.Namespace) -> int:
+    """The pipeline as an Azure ML pipeline job: written and checked (--dry-run), or submitted,
+    streamed and its outputs downloaded into runs/<id>/."""
+    from pathlib import Path
+
+    from nbmill._time import new_run_id
+    from nbmill.azure import jobs
+    from nbmill.azure.settings import Workspace, settings_from
+    from nbmill.pipeline.runner import plan
+
+    planned = plan(args.pipeline, args.params, args.param, args.runs_dir)
+    where = args.params or "params"
+    settings = settings_from(planned.params_file.sections if planned.params_file else {}, where)
+    run_id = new_run_id()
+    job = jobs.pipeline_job(planned, settings, run_id, planned.project)
+    if args.dry_run:
+        path = jobs.write(job, Path(args.dry_run) / "job.yml")
+        problems = jobs.validate(path)
+        for problem in problems:
+            print(f"error: {path}: {problem}")
+        if not problems:
+            print(f"pipeline job: {path} (load_job and its validation: valid)")
+        return 1 if problems else 0
+    run_dir = planned.config.runs_dir / run_id
+    run_dir.mkdir(parents=True)
+    status = jobs.submit(job, Workspace.from_environment(), run_dir)
+    print(f"run {run_id}: Azure ML job {status}; outputs in {run_dir}")
     return 0

@@ -22,7 +22,7 @@ from nbmill.project.notebook import UNKNOWN, NoParametersCell, Parameter, declar
 from nbmill.project.secret import env_ref
 from nbmill.project.spec import Pipeline, Settings
 
-PARAMS_FILE_KEYS = {"params", "steps", "settings", "notify"}
+PARAMS_FILE_KEYS = {"params", "steps", "settings", "notify", "azure"}
 RUN_DIR = "run_dir"  # a notebook that declares it gets the run folder's path from the runner
 
 

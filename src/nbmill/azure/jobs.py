@@ -1,0 +1,172 @@
+"""A pipeline as an Azure ML pipeline job: one command job per step, each running the step's
+notebook through papermill with the resolved parameters, wired by uri_folder inputs and outputs.
+
+Each step has one output, ``run``: its slice of the run folder (its outputs at the same relative
+paths as in a local run, and the executed notebook and its HTML), so that downloading every
+step's ``run`` into ``runs/<id>/`` gives the record a local run leaves. A step that reads another
+step's output mounts that step's ``run`` as an input named after it.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+from nbmill.azure import sdk
+from nbmill.azure.environment import environment
+from nbmill.azure.settings import AzureSettings
+from nbmill.errors import NbmillError
+
+SOURCE_PATHS = "src:examples/diabetes"  # nbmill and the example, from the uploaded snapshot
+
+
+def _producer(step, path: str, pipeline) -> str:
+    """The step (among those ``step`` needs, directly or not) whose output ``path`` is."""
+    from nbmill.project.spec import ancestors
+
+    for name in sorted(ancestors(pipeline, step.name)):
+        outputs = pipeline.steps[name].outputs.values()
+        if any(path == out or path.startswith(out.rstrip("/") + "/") for out in outputs):
+            return name
+    raise NbmillError(f"step '{step.name}': no step it needs writes its input {path!r}")
+
+
+def step_command(
+    step, params: dict[str, Any], pipeline, run_id: str, project_dir: Path
+) -> tuple[str, dict[str, str]]:
+    """The shell command of one step, and the inputs it mounts (name -> producer step)."""
+    mounts: dict[str, str] = {}
+    paths: dict[str, str] = {}
+    for name, rel in step.inputs.items():
+        producer = _producer(step, rel, pipeline)
+        mounts[producer] = producer
+        paths[name] = f"${{{{inputs.{producer}}}}}/{rel}"
+    for name, rel in step.outputs.items():
+        paths[name] = f"${{{{outputs.run}}}}/{rel}"
+    notebook = Path(step.notebook).resolve().relative_to(Path(project_dir).resolve()).as_posix()
+    executed = f"${{{{outputs.run}}}}/notebooks/{step.name}.ipynb"
+    lines = [
+        "set -euo pipefail",
+        "mkdir -p ${{outputs.run}}/notebooks ${{outputs.run}}/html",
+        *(
+            f"mkdir -p $(dirname {paths[n]})"
+            for n in step.outputs
+            if "." in Path(step.outputs[n]).name
+        ),
+        f"export PYTHONPATH={SOURCE_PATHS} NBMILL_RUN_ID={shlex.quote(run_id)} "
+        f"NBMILL_STEP={step.name} NBMILL_RUN_DIR=${{{{outputs.run}}}} NBMILL_PROJECT_DIR=$PWD",
+        " ".join(
+            [
+                "python -m papermill",
+                shlex.quote(notebook),
+                executed,
+                "-y",
+                shlex.quote(json.dumps(params, sort_keys=True)),
+                *(f"-p {name} {value}" for name, value in sorted(paths.items())),
+            ]
+        ),
+        f"python -m jupyter nbconvert --to html --output-dir ${{{{outputs.run}}}}/html {executed}",
+    ]
+    return "\n".join(lines), mounts
+
+
+def pipeline_job(
+    plan, settings: AzureSettings, run_id: str, project_dir: Path, code: str | None = None
+):
+    """The Azure ML pipeline job of a planned run (``nbmill.pipeline.runner.plan``). ``code``:
+    the project folder as the job file will name it (relative to where it is written)."""
+    ml = sdk()
+    Input, Output, command, dsl = ml.Input, ml.Output, ml.command, ml.dsl
+    pipeline = plan.pipeline
+    env = environment(project_dir, settings)
+    project_dir = Path(project_dir)
+
+    @dsl.pipeline(
+        name=pipeline.name,
+        display_name=f"{pipeline.name} {run_id}",
+        description=pipeline.description or pipeline.name,
+        experiment_name=settings.experiment or pipeline.name,
+        default_compute=settings.compute,
+        tags={"nbmill.run_id": run_id, "nbmill.pipeline": pipeline.name},
+    )
+    def build():
+        nodes: dict[str, Any] = {}
+        for name in pipeline.order:
+            step = pipeline.steps[name]
+            script, mounts = step_command(
+                step, plan.resolved.get(name, {}), pipeline, run_id, project_dir
+            )
+            step_settings = plan.settings.get(name)
+            timeout = step_settings.timeout if step_settings else None
+            component = command(
+                name=name,
+                display_name=name,
+                description=step.description or f"{pipeline.name}: {name}",
+                command=script,
+                code=code or str(project_dir),
+                environment=env,
+                inputs={producer: Input(type="uri_folder") for producer in mounts},
+                outputs={"run": Output(type="uri_folder")},
+                is_deterministic=bool(step_settings.cache) if step_settings else False,
+                timeout=int(timeout) if timeout else None,
+            )
+            node = component(**{producer: nodes[producer].outputs.run for producer in mounts})
+            if settings.compute != "serverless":
+                node.compute = settings.compute
+            elif settings.instance_type:
+                node.resources = {"instance_type": settings.instance_type}
+            nodes[name] = node
+        return {}
+
+    return build()
+
+
+def write(job, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    job.dump(path)
+    return path
+
+
+def validate(path: Path) -> list[str]:
+    """Load the job YAML back with the SDK and run its own offline validation: the messages
+    of every error (none when valid)."""
+    try:
+        job = sdk().load_job(source=str(path))
+    except Exception as exc:  # the SDK's loader names the field
+        return [f"{type(exc).__name__}: {exc}"]
+    result = job._validate()
+    if result.passed:
+        return []
+    return [f"{where}: {message}" for where, message in result.error_messages.items()]
+
+
+def submit(job, workspace, run_dir: Path, log=print) -> str:
+    """Submit, stream until it ends, download every step's ``run`` output into ``run_dir``;
+    returns the final status, and raises NbmillError unless it completed."""
+    client = workspace.client()
+    created = client.jobs.create_or_update(job)
+    log(f"submitted {created.name}: {created.studio_url}")
+    try:
+        client.jobs.stream(created.name)
+    except Exception as exc:  # stream raises when the job fails: its status says how
+        log(f"stream: {type(exc).__name__}: {exc}")
+    status = client.jobs.get(created.name).status
+    for child in client.jobs.list(parent_job_name=created.name):
+        client.jobs.download(
+            child.name, download_path=str(run_dir / ".azureml" / child.display_name), all=True
+        )
+        _merge(run_dir / ".azureml" / child.display_name, run_dir)
+    if status != "Completed":
+        raise NbmillError(f"Azure ML job {created.name} ended {status}: {created.studio_url}")
+    return status
+
+
+def _merge(downloaded: Path, run_dir: Path) -> None:
+    """A step's downloaded ``run`` output into the run folder, at the same relative paths."""
+    import shutil
+
+    for folder in downloaded.glob("named-outputs/run"):
+        shutil.copytree(folder, run_dir, dirs_exist_ok=True)

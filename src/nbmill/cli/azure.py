@@ -1,0 +1,127 @@
+"""``nbmill deploy --target azureml`` and ``nbmill monitor-schedule``: Azure ML endpoints and
+monitoring (the ``--backend azureml`` of ``nbmill run`` is in cli/run.py). Each builds real
+azure-ai-ml entities; ``--dry-run DIR`` writes their YAML, checks it with the SDK's loaders and
+nbmill's own checks, and submits nothing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from nbmill.cli._shared import Command, arg, command, project
+from nbmill.errors import NbmillError
+
+COMMANDS: list[Command] = []
+DRY_RUN = arg("--dry-run", metavar="DIR", help="write the YAML to DIR and check it; submit nothing")
+PARAMS = arg("--params", metavar="FILE", help="the params file whose azure: section applies")
+
+
+def _settings(params: str | None):
+    from nbmill.azure.settings import settings_from
+    from nbmill.project.params import load_params_file
+
+    if not params:
+        return settings_from({})
+    return settings_from(load_params_file(params).sections, params)
+
+
+def _report(kind: str, written: Path, problems: list[str]) -> int:
+    if problems:
+        for problem in problems:
+            print(f"error: {written}: {problem}")
+        return 1
+    print(f"{kind}: {written} (loaded back by the SDK and checked: valid)")
+    return 0
+
+
+def _model(ref: str, here: Path) -> tuple[Path, dict]:
+    from nbmill.serving.startup import resolve_model
+
+    folder, _, identity = resolve_model(ref, here)
+    return Path(folder), identity
+
+
+@command(
+    COMMANDS,
+    "deploy",
+    "deploy a model to an Azure ML managed online endpoint, blue/green",
+    "Deploy NAME@ALIAS (or a package folder) to a managed online endpoint: a new deployment at "
+    "0% traffic, a smoke test against it by name, then traffic moved to it (through a mirror "
+    "first, with the params' azure.mirror_percent), the old deployment kept for rollback. A "
+    "failure leaves traffic where it was.",
+    arg("model", help="NAME@ALIAS, NAME/VERSION or a package folder"),
+    arg("--target", choices=["azureml"], required=True, help="where to deploy (azureml)"),
+    arg("--endpoint", required=True, help="the managed online endpoint's name"),
+    arg("--sample", metavar="FILE", help="a request body for the smoke test (JSON)"),
+    PARAMS,
+    DRY_RUN,
+)
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from nbmill.azure import endpoints
+
+    here = project()
+    settings = _settings(args.params)
+    folder, identity = _model(args.model, here)
+    if args.dry_run:
+        rollout = endpoints.plan_rollout(args.endpoint, {}, set(), settings.mirror_percent)
+        out = endpoints.write(rollout, folder, settings, identity, Path(args.dry_run))
+        return _report("endpoint and deployment", out, endpoints.validate(out))
+    from nbmill.azure.settings import Workspace
+
+    sample = json.loads(Path(args.sample).read_text()) if args.sample else None
+    if sample is None:
+        raise NbmillError("give --sample FILE: a request body the smoke test sends")
+    result = endpoints.deploy(
+        Workspace.from_environment(), args.endpoint, folder, settings, identity, sample
+    )
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+@command(
+    COMMANDS,
+    "monitor-schedule",
+    "schedule Azure ML model monitoring of a deployment, with nbmill's thresholds",
+    "Create an Azure ML MonitorSchedule for a deployment: data drift, prediction drift and "
+    "data quality against the training data asset, with the thresholds of "
+    "pipelines/monitoring.yml (Azure ML's defaults unless changed), on the params' "
+    "azure.monitor_cron, alerting azure.alert_emails.",
+    arg("model", help="NAME@ALIAS: the model whose deployment is monitored"),
+    arg("--endpoint", required=True, help="the managed online endpoint's name"),
+    arg("--deployment", default="blue", help="the deployment (blue)"),
+    arg(
+        "--training-data",
+        required=True,
+        metavar="ASSET",
+        help="the training data asset, azureml:NAME:VERSION (an MLTable)",
+    ),
+    PARAMS,
+    DRY_RUN,
+)
+def cmd_monitor_schedule(args: argparse.Namespace) -> int:
+    from nbmill.azure import monitoring
+    from nbmill.monitor.thresholds import thresholds
+    from nbmill.pipeline.runner import plan
+
+    here = project()
+    settings = _settings(args.params)
+    planned = plan(here / "pipelines" / "monitoring.yml", args.params, (), None, here)
+    limits = thresholds(planned.resolved.get("monitor", {}).get("thresholds") or {})
+    name = args.model.split("@")[0].split("/")[0]
+    schedule = monitoring.schedule_entity(
+        f"{name}-{args.deployment}-monitor",
+        args.endpoint,
+        args.deployment,
+        args.training_data,
+        limits,
+        settings,
+    )
+    if args.dry_run:
+        path = monitoring.write(schedule, Path(args.dry_run) / "schedule.yml")
+        return _report("monitor schedule", path, monitoring.validate(path, limits))
+    from nbmill.azure.settings import Workspace
+
+    created = Workspace.from_environment().client().schedules.begin_create_or_update(schedule)
+    print(f"scheduled {created.result().name}")
+    return 0
