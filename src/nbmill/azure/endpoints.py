@@ -187,6 +187,21 @@ def validate(out: Path) -> list[str]:
     return problems
 
 
+def sample(model_dir: Path) -> dict:
+    """A one-row request of typical values, from the model's baseline profile (the median bin
+    edge of each numeric feature, the most frequent category): for a smoke test."""
+    from nbmill.monitor.profile import Profile, find_baseline
+
+    profile = Profile.load(find_baseline(model_dir))
+    row = []
+    for feature in profile.features.values():
+        if feature.kind == "numeric":
+            row.append(feature.edges[len(feature.edges) // 2] if feature.edges else 0.0)
+        else:
+            row.append(max(feature.categories, key=feature.categories.get, default=""))
+    return {"input_data": {"columns": list(profile.features), "data": [row]}}
+
+
 def deploy(
     workspace,
     endpoint: str,
@@ -206,7 +221,12 @@ def deploy(
         traffic = dict(current.traffic or {})
     except ResourceNotFoundError:
         traffic = {}
-    deployments = {d.name for d in client.online_deployments.list(endpoint)} if traffic else set()
+    found = list(client.online_deployments.list(endpoint)) if traffic else []
+    deployments = {d.name for d in found}
+    live = [d for d in found if traffic.get(d.name, 0) == 100]
+    if live and (live[0].tags or {}).get("version") == str(identity.get("version")):
+        log(f"{endpoint}/{live[0].name} already serves version {identity.get('version')}")
+        return {"endpoint": endpoint, "deployment": live[0].name, "traffic": traffic}
     rollout = plan_rollout(endpoint, traffic, deployments, settings.mirror_percent)
     client.online_endpoints.begin_create_or_update(
         endpoint_entity(endpoint, rollout.before)

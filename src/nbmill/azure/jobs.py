@@ -10,9 +10,12 @@ step's output mounts that step's ``run`` as an input named after it.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from nbmill.azure import sdk
 from nbmill.azure.environment import environment
@@ -112,12 +115,16 @@ def pipeline_job(
                 is_deterministic=bool(step_settings.cache) if step_settings else False,
                 timeout=int(timeout) if timeout else None,
             )
-            node = component(**{producer: nodes[producer].outputs.run for producer in mounts})
+            # No local variable holds a node: the dsl names nodes after the variables they
+            # are in, which would rename the last step.
+            nodes[name] = component(
+                **{producer: nodes[producer].outputs.run for producer in mounts}
+            )
+            nodes[name].name = name
             if settings.compute != "serverless":
-                node.compute = settings.compute
+                nodes[name].compute = settings.compute
             elif settings.instance_type:
-                node.resources = {"instance_type": settings.instance_type}
-            nodes[name] = node
+                nodes[name].resources = {"instance_type": settings.instance_type}
         return {}
 
     return build()
@@ -131,16 +138,52 @@ def write(job, path: Path) -> Path:
 
 
 def validate(path: Path) -> list[str]:
-    """Load the job YAML back with the SDK and run its own offline validation: the messages
-    of every error (none when valid)."""
+    """Load the job YAML back with the SDK and run its own offline validation, then check the
+    bindings it does not check offline: the messages of every error (none when valid)."""
     try:
         job = sdk().load_job(source=str(path))
     except Exception as exc:  # the SDK's loader names the field
-        return [f"{type(exc).__name__}: {exc}"]
+        return sdk_errors(exc)
     result = job._validate()
-    if result.passed:
-        return []
-    return [f"{where}: {message}" for where, message in result.error_messages.items()]
+    problems = [f"{where}: {message}" for where, message in result.error_messages.items()]
+    return problems + binding_errors(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
+
+
+def sdk_errors(exc: Exception) -> list[str]:
+    """The SDK's validation errors as ``path: message`` lines (its own text is a page)."""
+    found = re.findall(r'"message": "(.*?)",\s*"path": "(.*?)"', str(exc), re.DOTALL)
+    if found:
+        return [f"{where}: {message}" for message, where in found]
+    return [f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"]
+
+
+def binding_errors(document: dict) -> list[str]:
+    """Bindings the SDK accepts offline but the service would refuse: an input bound to a job
+    that is not in the pipeline, and a command using an input or output it does not declare."""
+    problems = []
+    steps = document.get("jobs") or {}
+    for name, step in steps.items():
+        for input_name, value in (step.get("inputs") or {}).items():
+            text = value.get("path", "") if isinstance(value, dict) else str(value)
+            for job_name in re.findall(r"\$\{\{parent\.jobs\.([\w-]+)\.", text):
+                if job_name not in steps:
+                    problems.append(
+                        f"jobs.{name}.inputs.{input_name}: bound to job '{job_name}', "
+                        "which is not in the pipeline"
+                    )
+        component = step.get("component") or {}
+        declared = {
+            "inputs": set(component.get("inputs") or {}) | set(step.get("inputs") or {}),
+            "outputs": set(component.get("outputs") or {}) | set(step.get("outputs") or {}),
+        }
+        for kind, used in re.findall(
+            r"\$\{\{(inputs|outputs)\.([\w-]+)\}\}", component.get("command", "")
+        ):
+            if used not in declared[kind]:
+                problems.append(
+                    f"jobs.{name}.command: uses {kind}.{used}, which it does not declare"
+                )
+    return problems
 
 
 def submit(job, workspace, run_dir: Path, log=print) -> str:

@@ -53,7 +53,12 @@ def _model(ref: str, here: Path) -> tuple[Path, dict]:
     arg("model", help="NAME@ALIAS, NAME/VERSION or a package folder"),
     arg("--target", choices=["azureml"], required=True, help="where to deploy (azureml)"),
     arg("--endpoint", required=True, help="the managed online endpoint's name"),
-    arg("--sample", metavar="FILE", help="a request body for the smoke test (JSON)"),
+    arg(
+        "--sample",
+        metavar="FILE",
+        help="a request body for the smoke test (JSON; default: one row of typical values "
+        "from the model's baseline profile)",
+    ),
     PARAMS,
     DRY_RUN,
 )
@@ -69,9 +74,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         return _report("endpoint and deployment", out, endpoints.validate(out))
     from nbmill.azure.settings import Workspace
 
-    sample = json.loads(Path(args.sample).read_text()) if args.sample else None
-    if sample is None:
-        raise NbmillError("give --sample FILE: a request body the smoke test sends")
+    sample = json.loads(Path(args.sample).read_text()) if args.sample else endpoints.sample(folder)
     result = endpoints.deploy(
         Workspace.from_environment(), args.endpoint, folder, settings, identity, sample
     )
@@ -89,12 +92,14 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     "azure.monitor_cron, alerting azure.alert_emails.",
     arg("model", help="NAME@ALIAS: the model whose deployment is monitored"),
     arg("--endpoint", required=True, help="the managed online endpoint's name"),
-    arg("--deployment", default="blue", help="the deployment (blue)"),
+    arg(
+        "--deployment",
+        help="the deployment (default: the one taking the traffic; blue in a dry run)",
+    ),
     arg(
         "--training-data",
-        required=True,
         metavar="ASSET",
-        help="the training data asset, azureml:NAME:VERSION (an MLTable)",
+        help="the training data asset, an MLTable (default: azureml:MODEL-training@latest)",
     ),
     PARAMS,
     DRY_RUN,
@@ -109,19 +114,28 @@ def cmd_monitor_schedule(args: argparse.Namespace) -> int:
     planned = plan(here / "pipelines" / "monitoring.yml", args.params, (), None, here)
     limits = thresholds(planned.resolved.get("monitor", {}).get("thresholds") or {})
     name = args.model.split("@")[0].split("/")[0]
+    workspace = None
+    deployment = args.deployment or "blue"
+    if not args.dry_run:
+        from nbmill.azure.settings import Workspace
+
+        workspace = Workspace.from_environment()
+        if not args.deployment:
+            traffic = workspace.client().online_endpoints.get(args.endpoint).traffic or {}
+            if not any(traffic.values()):
+                raise NbmillError(f"endpoint '{args.endpoint}' serves no traffic: deploy first")
+            deployment = max(traffic, key=traffic.get)
     schedule = monitoring.schedule_entity(
-        f"{name}-{args.deployment}-monitor",
+        f"{name}-monitor",  # one schedule per endpoint, moved to the live deployment
         args.endpoint,
-        args.deployment,
-        args.training_data,
+        deployment,
+        args.training_data or f"azureml:{name}-training@latest",
         limits,
         settings,
     )
     if args.dry_run:
         path = monitoring.write(schedule, Path(args.dry_run) / "schedule.yml")
         return _report("monitor schedule", path, monitoring.validate(path, limits))
-    from nbmill.azure.settings import Workspace
-
-    created = Workspace.from_environment().client().schedules.begin_create_or_update(schedule)
+    created = workspace.client().schedules.begin_create_or_update(schedule)
     print(f"scheduled {created.result().name}")
     return 0
