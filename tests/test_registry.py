@@ -636,3 +636,58 @@ def test_only_a_missing_version_counts_as_deleted(status, code, missing, monkeyp
                 st.exists(store, "m", "2")
     finally:
         stub.close()
+
+
+# --- alias history, from the ledger ---------------------------------------------------------
+
+
+def test_history_at_a_time_answers_which_version_held_production(three_versions, project):
+    from nbmill.models import history
+
+    moves.promote(three_versions, 2, reason="release 2", project_dir=project)
+    moves.promote(three_versions, 3, reason="release 3", project_dir=project)
+    moves.rollback(three_versions, reason="3 mispredicts", project_dir=project)
+    found = history.moves(ledger_events(project), three_versions, "production")
+    assert [(m["version"], m["from"], m["action"]) for m in found] == [
+        ("1", None, "promote"),
+        ("2", "1", "promote"),
+        ("3", "2", "promote"),
+        ("2", "3", "rollback"),
+    ]
+    times = [m["time"] for m in found]
+    before = "2000-01-01T00:00:00Z"
+    assert history.holder_at(found, "production", before) is None
+    for moment, version in zip(times, ["1", "2", "3", "2"], strict=True):
+        assert history.holder_at(found, "production", moment)["version"] == version
+    assert history.production_stack(found) == ["1", "2"]
+    with pytest.raises(NbmillError, match="give a time zone"):
+        history.holder_at(found, "production", "2026-05-03T14:05")
+
+
+def test_models_history_on_the_command_line_reads_the_ledger(
+    three_versions, project, monkeypatch, capsys
+):
+    from nbmill.cli import main
+
+    moves.promote(three_versions, 2, reason="release 2", project_dir=project)
+    moves.rollback(three_versions, reason="2 is slow", project_dir=project)
+    monkeypatch.chdir(project)
+    second = ledger_events(project, "nbmill.model.promoted")[1]["time"]
+    capsys.readouterr()
+    assert main(["models", "history", three_versions, "--at", second, "--json"]) == 0
+    held = json.loads(capsys.readouterr().out)
+    assert held["production"]["version"] == "2" and held["production"]["why"] == "release 2"
+    assert main(["models", "history", three_versions]) == 0
+    table = capsys.readouterr().out
+    assert "rollback" in table and "2 is slow" in table and "release 2" in table
+
+
+def test_rollback_follows_the_ledger_when_the_registry_tag_lost_a_move(three_versions, project):
+    from mlflow import MlflowClient
+
+    moves.promote(three_versions, 2, reason="release 2", project_dir=project)
+    moves.promote(three_versions, 3, reason="release 3", project_dir=project)
+    # Two promotions racing rewrote the tag: version 2 is missing from it.
+    MlflowClient().set_registered_model_tag(three_versions, moves.TAG_HISTORY, '["1", "3"]')
+    move = moves.rollback(three_versions, reason="3 mispredicts", project_dir=project)
+    assert move.version == "2"

@@ -14,10 +14,10 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from nbmill import __version__
-from nbmill.cli import azure, models, monitor, review, run
+from nbmill.cli import azure, lineage, models, monitor, review, run
 from nbmill.errors import NbmillError, RunError, RunInterrupted
 
-GROUPS = (run, review, models, monitor, azure)
+GROUPS = (run, review, lineage, models, monitor, azure)
 
 
 def build_parser() -> argparse.ArgumentParser:

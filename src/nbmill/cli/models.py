@@ -15,12 +15,19 @@ REASON = arg("--reason", required=True, help="why (kept in the ledger)")
 @command(
     COMMANDS,
     "models",
-    "list registered model versions",
-    "Registered versions: aliases, nbmill run, metrics.",
-    arg("name", nargs="?", help="one model (default: all)"),
+    "list registered model versions, or an alias's history",
+    "Registered versions: aliases, nbmill run, metrics. `nbmill models history NAME` lists "
+    "every alias move from the ledger (version, from, who, why, when); with --at TIME, which "
+    "version held each alias then.",
+    arg("name", nargs="?", help="one model (default: all), or `history`"),
+    arg("model", nargs="?", help="with history: the model"),
+    arg("--at", metavar="TIME", help="with history: which version held each alias at TIME (ISO)"),
+    arg("--alias", help="with history: one alias"),
     JSON,
 )
 def cmd_models(args: argparse.Namespace) -> int:
+    if args.name == "history":
+        return _history(args)
     from nbmill.models.registry import list_models
 
     rows = list_models(args.name, project_dir=project())
@@ -36,6 +43,38 @@ def cmd_models(args: argparse.Namespace) -> int:
         for r in rows
     ]
     return output(args, rows, lambda: table(shown, "no registered models"))
+
+
+def _history(args: argparse.Namespace) -> int:
+    from nbmill.errors import NbmillError
+    from nbmill.governance.ledger import Ledger
+    from nbmill.models.history import holder_at, moves
+    from nbmill.project.config import load_config
+
+    if not args.model:
+        raise NbmillError("give the model: nbmill models history NAME [--at TIME]")
+    history = moves(Ledger(load_config(project()).ledger).events(), args.model, args.alias)
+    if args.at is None:
+        rows = [
+            {k: m[k] or "" for k in ("time", "alias", "version", "from", "action", "who", "why")}
+            for m in history
+        ]
+        return output(
+            args, history, lambda: table(rows, f"no alias moves of '{args.model}' in the ledger")
+        )
+    aliases = sorted({m["alias"] for m in history})
+    held = {alias: holder_at(history, alias, args.at) for alias in aliases}
+    rows = [
+        {
+            "alias": alias,
+            "version": m["version"] if m else "(none)",
+            "since": m["time"] if m else "",
+            "who": m["who"] if m else "",
+            "why": m["why"] if m else "",
+        }
+        for alias, m in held.items()
+    ]
+    return output(args, held, lambda: f"at {args.at}:\n" + table(rows, "no alias was set"))
 
 
 def _print_move(move) -> None:

@@ -137,3 +137,87 @@ def _run_on_azure(args: argparse.Namespace) -> int:
     status = jobs.submit(job, Workspace.from_environment(), run_dir)
     print(f"run {run_id}: Azure ML job {status}; outputs in {run_dir}")
     return 0
+
+
+@command(
+    COMMANDS,
+    "reproduce",
+    "re-execute a recorded run and compare every metric and output",
+    "Re-run RUN's pipeline with its recorded parameters in a sandbox (runs/reproductions/: its "
+    "own ledger, deployments and MLflow store), then compare every metric and every step "
+    "output's sha256 with the original. A commit or environment fingerprint that differs from "
+    "the record is a warning (--strict: refused); --at-commit runs from a clean worktree of the "
+    "recorded commit. Exit 1 when a metric differs.",
+    arg("run", help="the run to reproduce: an id, a unique prefix, or latest"),
+    arg("--strict", action="store_true", help="refuse when the commit or environment differs"),
+    arg("--at-commit", action="store_true", help="run from a clean worktree of the run's commit"),
+    arg("--runs-dir", metavar="DIR", help="where run folders are (default: runs/)"),
+    arg("--json", action="store_true", help="print JSON for scripts"),
+)
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    import contextlib
+    import sys
+    from pathlib import Path
+
+    from nbmill.cli._shared import config, project, table
+    from nbmill.governance.events import Notifier
+    from nbmill.pipeline import reproduce
+    from nbmill.pipeline.progress import ConsoleProgress
+    from nbmill.pipeline.runner import ALL, run
+    from nbmill.records.review import find_run
+
+    settings = config(args)
+    here = project()
+    original = find_run(settings.runs_dir, args.run)
+    problems = reproduce.mismatches(original, here)
+    if problems and args.strict and not args.at_commit:
+        raise NbmillError(
+            f"run {original['id']}: " + "; ".join(problems) + " (--at-commit runs the recorded one)"
+        )
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    commit = (original.get("git") or {}).get("commit")
+    if args.at_commit and not commit:
+        raise NbmillError(f"run {original['id']}: no commit recorded; cannot --at-commit")
+    tree = reproduce.checkout(here, commit) if args.at_commit else contextlib.nullcontext(here)
+    params_file = (original.get("params_file") or {}).get("file")
+    with tree as source:
+        with reproduce.sandbox(settings.runs_dir, source if args.at_commit else None) as folder:
+            record = run(
+                Path(source) / original["pipeline"]["file"],
+                params_path=Path(source) / params_file if params_file else None,
+                overrides=reproduce.overrides(original),
+                reason=f"reproduce {original['id']}",
+                runs_dir=folder,
+                project_dir=source,
+                progress=ConsoleProgress(),
+                force=[ALL],
+                reproduces=original["id"],
+            )
+    rows = reproduce.compare(original, record.data)
+    differs = [r for r in rows if r["kind"] == "metric" and r["verdict"] != "equal"]
+    notifier = Notifier(settings)
+    try:
+        notifier.emit(
+            "nbmill.run.reproduced",
+            f"runs/{original['id']}",
+            {
+                "run_id": original["id"],
+                "reproduction": record.id,
+                "reproduction_dir": str(record.dir),
+                "metrics_equal": not differs,
+                "outputs_differ": [
+                    r["name"] for r in rows if r["kind"] == "output" and r["verdict"] != "equal"
+                ],
+            },
+        )
+    finally:
+        notifier.close()
+    if args.json:
+        data = {"original": original["id"], "reproduction": record.id, "rows": rows}
+        print(json.dumps(data, indent=2))
+    else:
+        print(f"reproduction {record.id} of {original['id']}: {record.dir}")
+        print(table(rows, "nothing to compare"))
+        print("every metric equal" if not differs else f"{len(differs)} metric(s) differ")
+    return 1 if differs else 0

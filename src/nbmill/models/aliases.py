@@ -1,12 +1,11 @@
 """Alias moves: the gate's, ``nbmill promote`` and ``nbmill rollback``; each one is announced.
 
 Aliases, not stages (MLflow 3). Each move emits ``nbmill.model.promoted`` into the ledger with
-who and why. To roll back, the registered model keeps its production history in the tag
-``nbmill.production_history``: a JSON list of versions, oldest first, the current production
-version last. A move to production appends (first the version it replaced, if an out-of-band
-move left it unrecorded); ``rollback`` drops the current version from the end and moves
-production to the version then last. Two promotions racing may lose a history entry; the
-ledger still holds every move.
+who and why. ``rollback`` replays production's moves from the ledger (``models/history.py``)
+and moves production to the version before the current one. The registered model also keeps
+the history in the tag ``nbmill.production_history`` (a JSON list of versions, oldest first)
+for readers of the registry; two promotions racing may lose an entry there, so it is only read
+when the ledger has no moves of the model.
 
 A move reads the registered model once (its aliases and tags) and passes it along.
 """
@@ -25,6 +24,7 @@ from nbmill.errors import NbmillError
 from nbmill.governance.events import Notifier
 from nbmill.models import store as st
 from nbmill.models.gate import PRODUCTION, Decision
+from nbmill.models.history import moves, production_stack
 from nbmill.records.provenance import who
 
 TAG_HISTORY = "nbmill.production_history"
@@ -159,19 +159,20 @@ def rollback(
     current = st.aliases_of(model).get(PRODUCTION)
     if current is None:
         raise NbmillError(f"model '{name}' has no production version to roll back")
-    recorded = history(model)
-    stack = list(recorded)
-    while stack and (stack[-1] == current or not st.exists(store, name, stack[-1])):
-        stack.pop()
-    if not stack:
-        raise NbmillError(
-            f"model '{name}': no previous production version to roll back to "
-            f"(production is version {current}; production history: "
-            f"{', '.join(recorded) or 'none'})"
-        )
     text = _why_required(reason, f"rollback {name}")
-    target = st.version(store, name, stack[-1])
     with tracking.emitter(st.project(project_dir), notifier) as emit:
+        # The ledger is the source of truth; the tag is kept for readers of the registry.
+        recorded = production_stack(moves(emit.ledger.events(), name)) or history(model)
+        stack = list(recorded)
+        while stack and (stack[-1] == current or not st.exists(store, name, stack[-1])):
+            stack.pop()
+        if not stack:
+            raise NbmillError(
+                f"model '{name}': no previous production version to roll back to "
+                f"(production is version {current}; production history: "
+                f"{', '.join(recorded) or 'none'})"
+            )
+        target = st.version(store, name, stack[-1])
         return move(
             store, emit, model, target, PRODUCTION, text, "rollback", production_history=stack
         )

@@ -88,6 +88,7 @@ def run(
     jobs: int | None = None,
     force: Iterable[str] = (),
     resume: str | None = None,
+    reproduces: str | None = None,
 ) -> RunRecord:
     """Run a pipeline end to end; returns the completed record or raises RunError
     (RunInterrupted on SIGINT or SIGTERM).
@@ -95,6 +96,7 @@ def run(
     ``jobs``: steps at once (default: the CPUs). ``force``: steps to execute even when the cache
     has them (``*`` for all). ``resume``: a run to continue from its first step that did not
     complete. ``warm``: kernels forked from a template, or started one step ahead.
+    ``reproduces``: the id of the run this one re-executes (recorded in run.json).
     """
     p = plan(pipeline_path, params_path, overrides, runs_dir, project_dir)
     jobs = jobs or cpu_count()
@@ -113,6 +115,8 @@ def run(
         raise
     notifier = notifier or Notifier(p.config)
     record.data["runner"] = runner_info(warm, jobs)
+    if reproduces:
+        record.data["reproduces"] = reproduces
     record.save()
     notifier.emit("nbmill.run.started", lifecycle.subject(record), lifecycle.run_started(record))
     clock = time.monotonic()

@@ -145,6 +145,7 @@ class RunDoc(_Model):
     environment: Environment
     runner: Runner | None = None
     resumed: list[dict[str, str]] | None = None
+    reproduces: str | None = None  # the run this one re-executed (nbmill reproduce)
     files: dict[str, str] | None = None
 
 

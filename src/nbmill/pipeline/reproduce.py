@@ -1,0 +1,124 @@
+"""Reproduce a recorded run: the same pipeline and params, executed again, then every metric and
+every output hash compared with the original.
+
+The reproduction runs in a sandbox, ``runs/reproductions/``: its own ledger, deployments and
+a fresh MLflow store, so it never moves an alias or replaces a deployment, and a training run
+is again the first of its model (as the original may have been). Its run.json says
+``reproduces: RUN``, and the project's ledger gets ``nbmill.run.reproduced`` naming both runs,
+so each links to the other.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nbmill.errors import NbmillError
+from nbmill.records.provenance import environment, git_info
+
+SANDBOX = "reproductions"
+
+
+def mismatches(original: dict[str, Any], project_dir: Path) -> list[str]:
+    """How this checkout and environment differ from the original run's."""
+    problems = []
+    recorded = (original.get("git") or {}).get("commit")
+    now = git_info(project_dir)
+    if recorded and now.get("commit") != recorded:
+        problems.append(f"commit: the run was at {recorded[:12]}, this tree is at "
+                        f"{(now.get('commit') or 'none')[:12]}")  # fmt: skip
+    elif now.get("dirty"):
+        problems.append("commit: this tree has uncommitted changes")
+    fingerprint = (original.get("environment") or {}).get("fingerprint")
+    current = environment(project_dir)[0].get("fingerprint")
+    if fingerprint and current != fingerprint:
+        problems.append(f"environment: the run's fingerprint was {fingerprint[:12]}, "
+                        f"this one is {current[:12]}")  # fmt: skip
+    return problems
+
+
+def overrides(original: dict[str, Any]) -> list[str]:
+    """The original's resolved parameters, as ``step.name=value`` overrides (YAML values)."""
+    found = []
+    for step, entry in (original.get("steps") or {}).items():
+        for name, value in (entry.get("params") or {}).items():
+            text = yaml.safe_dump(value, default_flow_style=True).strip()
+            found.append(f"{step}.{name}={text.removesuffix('...').strip()}")
+    return found
+
+
+@contextmanager
+def checkout(project_dir: Path, commit: str) -> Iterator[Path]:
+    """A clean worktree of ``commit``, removed afterwards."""
+    where = Path(tempfile.mkdtemp(prefix="nbmill-reproduce-")) / "tree"
+    done = subprocess.run(
+        ["git", "worktree", "add", "--detach", str(where), commit],
+        cwd=project_dir, capture_output=True, text=True,
+    )  # fmt: skip
+    if done.returncode:
+        raise NbmillError(f"git worktree add {commit[:12]}: {done.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(where)], cwd=project_dir,
+                       capture_output=True)  # fmt: skip
+        shutil.rmtree(where.parent, ignore_errors=True)
+
+
+@contextmanager
+def sandbox(runs_dir: Path, source: Path | None) -> Iterator[Path]:
+    """The environment of a reproduction: its runs folder, a fresh MLflow store, and (for a
+    checkout of another commit) that tree's code on the import path of every kernel."""
+    folder = Path(runs_dir) / SANDBOX
+    folder.mkdir(parents=True, exist_ok=True)
+    store = Path(tempfile.mkdtemp(prefix=".store-", dir=folder))
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "PYTHONPATH", "NBMILL_RUNS_DIR")}
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store / 'mlflow.db'}"
+    os.environ.pop("NBMILL_RUNS_DIR", None)
+    if source is not None:
+        paths = [str(source / "src"), str(source / "examples" / "diabetes")]
+        os.environ["PYTHONPATH"] = os.pathsep.join([*paths, saved["PYTHONPATH"] or ""]).rstrip(":")
+    try:
+        yield folder
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def compare(original: dict[str, Any], again: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every metric, and every step output's sha256, of both runs: equal, or by how much."""
+    rows = []
+    first, second = original.get("metrics") or {}, again.get("metrics") or {}
+    for name in sorted(set(first) | set(second)):
+        a, b = first.get(name), second.get(name)
+        if a is None or b is None:
+            verdict = "only in the original" if b is None else "only in the reproduction"
+        elif a == b:
+            verdict = "equal"
+        else:
+            scale = max(abs(a), abs(b))
+            relative = abs(a - b) / scale if scale and math.isfinite(scale) else math.inf
+            verdict = f"differs by {b - a:+.6g} ({relative:.2%})"
+        rows.append({"kind": "metric", "name": name, "original": a, "reproduction": b,
+                     "verdict": verdict})  # fmt: skip
+    for step, entry in (original.get("steps") or {}).items():
+        outputs = entry.get("outputs") or {}
+        redone = ((again.get("steps") or {}).get(step) or {}).get("outputs") or {}
+        for rel in sorted(set(outputs) | set(redone)):
+            a, b = outputs.get(rel), redone.get(rel)
+            verdict = "equal" if a == b else ("missing" if b is None else "differs")
+            rows.append({"kind": "output", "name": rel, "original": (a or "")[:12],
+                         "reproduction": (b or "")[:12], "verdict": verdict})  # fmt: skip
+    return rows

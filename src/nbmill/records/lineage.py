@@ -1,0 +1,196 @@
+"""Lineage: from a run (or a model version, a deployment, a collected request) back to its
+data, code, notebooks, environment, the gate decision and the deployments that served it.
+
+Every link carries the sha256 it claims and whether that still holds (``ok``): a file that no
+longer matches its recorded hash is shown as broken, never hidden. The chain is built from the
+run record and the ledger only; the registry part (``NAME@ALIAS``) is joined by the caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from nbmill._hashing import sha256_file
+from nbmill.errors import NbmillError
+from nbmill.records.runjson import RUN_JSON, read
+
+MODEL_EVENTS = ("nbmill.model.registered", "nbmill.model.promoted", "nbmill.model.deployed")
+
+
+@dataclass(frozen=True)
+class Link:
+    kind: str  # model, run, notebook, data, commit, environment, gate, deployment, reproduction
+    label: str
+    detail: str = ""
+    sha256: str | None = None
+    ok: bool | None = None  # None: nothing to check
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _file_link(kind: str, run_dir: Path, rel: str, recorded: str | None, detail: str = "") -> Link:
+    path = run_dir / rel
+    if recorded is None:
+        return Link(kind, rel, detail or "not in the record's hashes", None, False)
+    if not path.is_file():
+        return Link(kind, rel, detail or "missing", recorded, False)
+    actual = sha256_file(path)
+    note = detail if actual == recorded else f"changed: now {actual[:12]}"
+    return Link(kind, rel, note, recorded, actual == recorded)
+
+
+def run_chain(run_dir: Path, events: list[dict[str, Any]]) -> list[Link]:
+    """The run's links: the run itself, each step's executed notebook, the data each step read,
+    the commit, the environment, the gate, the model versions it registered and their
+    deployments, and the runs that reproduced it."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_JSON).is_file():
+        raise NbmillError(f"{run_dir}: no {RUN_JSON}; not a run folder")
+    run = read(run_dir)
+    files: dict[str, str] = run.get("files") or {}
+    links = [
+        Link(
+            "run",
+            run["id"],
+            f"{run.get('pipeline', {}).get('name')} {run.get('status')}, by {run.get('who')} "
+            f"at {run.get('started_at')}: {run.get('why') or 'no reason given'}",
+            None,
+            run.get("status") == "completed",
+        )
+    ]
+    if run.get("reproduces"):
+        links.append(Link("reproduction", run["reproduces"], "this run reproduces it"))
+    for step, entry in (run.get("steps") or {}).items():
+        executed = entry.get("executed")
+        if executed:
+            rel = f"notebooks/{step}.ipynb"
+            links.append(_file_link("notebook", run_dir, rel, files.get(rel), f"step {step}"))
+    seen = set()
+    for step, entry in (run.get("steps") or {}).items():
+        for rel, digest in (entry.get("inputs") or {}).items():
+            if rel in seen or any(rel.startswith(p) for p in ("model/", "package/")):
+                continue
+            seen.add(rel)
+            links.append(_file_link("data", run_dir, rel, digest, f"read by {step}"))
+    git = run.get("git") or {}
+    state = "dirty tree" if git.get("dirty") else "clean tree"
+    links.append(
+        Link(
+            "commit",
+            git.get("commit") or "unknown",
+            f"{git.get('branch') or ''} {state}".strip(),
+            None,
+            bool(git.get("commit")) and not git.get("dirty"),
+        )  # fmt: skip
+    )
+    environment = run.get("environment") or {}
+    links.append(
+        Link(
+            "environment",
+            environment.get("fingerprint") or "unknown",
+            f"{environment.get('packages', '?')} packages",
+            environment.get("fingerprint"),
+        )  # fmt: skip
+    )
+    links += _model_links(run["id"], run_dir, files, events)
+    return links
+
+
+def _model_links(run_id: str, run_dir: Path, files: dict, events: list[dict]) -> list[Link]:
+    links = []
+    if "eval/gate.json" in files:
+        gate = _file_link("gate", run_dir, "eval/gate.json", files["eval/gate.json"])
+        if gate.ok:
+            import json
+
+            decision = json.loads((run_dir / "eval/gate.json").read_text(encoding="utf-8"))
+            verdict = "promoted" if decision.get("promoted") else "not promoted"
+            gate = Link("gate", f"version {decision.get('candidate_version')} {verdict}",
+                        decision.get("reason", ""), gate.sha256, True)  # fmt: skip
+        links.append(gate)
+    mine = [e for e in events if e["type"] in MODEL_EVENTS and e["data"].get("run_id") == run_id]
+    versions = sorted({(e["data"]["model"], str(e["data"]["version"])) for e in mine})
+    for name, version in versions:
+        for event in mine:
+            data = event["data"]
+            if event["type"] == "nbmill.model.registered" and str(data.get("version")) == version:
+                links.append(
+                    Link(
+                        "model",
+                        f"{name}/{version}",
+                        f"registered at {event['time']} by {data.get('who')}",
+                        data.get("artifacts_sha256"),
+                        None,
+                    )  # fmt: skip
+                )
+        links += deployments(events, name, version)
+    return links
+
+
+def deployments(events: list[dict[str, Any]], name: str, version: str) -> list[Link]:
+    """Each deployment of ``name/version``, from when it was deployed to when the same target
+    got another version (or until now)."""
+    deployed = [
+        e for e in events if e["type"] == "nbmill.model.deployed" and e["data"].get("model") == name
+    ]
+    links = []
+    for index, event in enumerate(deployed):
+        if str(event["data"].get("version")) != version:
+            continue
+        target = event["data"].get("target", "local")
+        after = [e for e in deployed[index + 1 :] if e["data"].get("target", "local") == target]
+        until = after[0]["time"] if after else "now"
+        links.append(
+            Link(
+                "deployment",
+                f"{target}: {name}/{version}",
+                f"served {event['time']} to {until}",
+                event["data"].get("model_sha256"),
+                None,
+            )  # fmt: skip
+        )
+    return links
+
+
+def reproductions(events: list[dict[str, Any]], run_id: str) -> list[Link]:
+    """The reproductions of ``run_id`` the ledger records (``nbmill.run.reproduced``)."""
+    return [
+        Link(
+            "reproduction",
+            e["data"].get("reproduction", ""),
+            f"at {e['time']}: {e['data'].get('reproduction_dir', '')}",
+            None,
+            bool(e["data"].get("metrics_equal")),
+        )
+        for e in events
+        if e["type"] == "nbmill.run.reproduced" and e["data"].get("run_id") == run_id
+    ]
+
+
+def broken(links: list[Link]) -> list[Link]:
+    return [link for link in links if link.ok is False and link.kind not in ("commit", "run")]
+
+
+FILE_KINDS = ("notebook", "data", "gate", "model", "deployment")  # a False there: a hash broke
+
+
+def as_text(target: str, links: list[Link]) -> str:
+    """The chain, one link a line: a hash that no longer holds is BROKEN; a dirty tree or a run
+    that did not complete is flagged."""
+    width = max((len(link.kind) for link in links), default=4)
+    lines = [f"lineage of {target}"]
+    for link in links:
+        if link.ok is None:
+            mark = ""
+        elif link.ok:
+            mark = "ok"
+        else:
+            mark = "BROKEN" if link.kind in FILE_KINDS else "(!)"
+        digest = f" sha256 {link.sha256[:16]}" if link.sha256 else ""
+        lines.append(
+            f"  {link.kind:<{width}}  {link.label}{digest}  {link.detail}  {mark}".rstrip()
+        )
+    return "\n".join(lines)
