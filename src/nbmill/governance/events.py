@@ -33,6 +33,7 @@ TYPES: dict[str, str] = {
     "nbmill.run.started": "Microsoft.MachineLearningServices.RunStatusChanged",
     "nbmill.run.completed": "Microsoft.MachineLearningServices.RunCompleted",
     "nbmill.run.failed": "Microsoft.MachineLearningServices.RunStatusChanged",
+    "nbmill.run.reproduced": "Microsoft.MachineLearningServices.RunCompleted",
     "nbmill.step.completed": "Microsoft.MachineLearningServices.RunCompleted",
     "nbmill.step.failed": "Microsoft.MachineLearningServices.RunStatusChanged",
     "nbmill.model.registered": "Microsoft.MachineLearningServices.ModelRegistered",
