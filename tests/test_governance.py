@@ -140,7 +140,12 @@ def test_the_record_is_logged_beside_the_mlflow_run(governed):
     client = MlflowClient(tracking_uri=governed["env"]["MLFLOW_TRACKING_URI"])
     info = json.loads((run_dir / "mlflow.json").read_text())
     html = [a.path for a in client.list_artifacts(info["run_id"], "nbmill-record/html")]
-    assert html == ["nbmill-record/html/make.html", "nbmill-record/html/use.html"]
+    assert html == [  # each page, and what they share (their stylesheet and script)
+        "nbmill-record/html/make.html",
+        "nbmill-record/html/notebook.css",
+        "nbmill-record/html/notebook.js",
+        "nbmill-record/html/use.html",
+    ]
     assert client.get_run(info["run_id"]).data.tags["nbmill.status"] == "completed"
 
 

@@ -6,6 +6,7 @@ Skipped when Chromium is not installed (on Debian: ``apt-get install chromium``)
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from nbmill.records.report import run_index_html, write_site
+from nbmill.records.render import SHARED_CSS, render_html
+from nbmill.records.report import run_index_html, write_run_page, write_site
 from nbmill.records.review import list_runs
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -239,3 +241,65 @@ def test_the_index_renders_statuses_in_their_colours(site, tmp_path):
     assert near(GREEN) > 20 and near(RED) > 10  # "completed" in green, "failed" in red
     white = sum(count for count, px in colours if px == (255, 255, 255))
     assert 1200 * 900 // 2 < white < 1200 * 900  # a page with something on it
+
+
+# -- the run page, the notebook pages and the filters, as a person sees them ----------------------
+
+
+def colour_count(shot: Path, colour: tuple[int, int, int], tolerance: int = 24) -> int:
+    image = pytest.importorskip("PIL.Image")
+    with image.open(shot) as picture:
+        colours = picture.convert("RGB").getcolors(maxcolors=picture.width * picture.height)
+    return sum(
+        count
+        for count, px in colours
+        if all(abs(p - c) <= tolerance for p, c in zip(px, colour, strict=True))
+    )
+
+
+def screenshot(tmp_path: Path, page: str, name: str, size: str = "1200,3000") -> Path:
+    shot = tmp_path / f"{name}.png"
+    chromium(tmp_path, "--hide-scrollbars", f"--screenshot={shot}", f"--window-size={size}", page)
+    return shot
+
+
+def test_the_run_page_shows_the_gate_decision_and_the_image_a_step_wrote(tmp_path):
+    from tests.test_report import MAGENTA, SECOND, build_runs
+
+    runs = build_runs(tmp_path / "runs")
+    page = write_run_page(runs / SECOND)
+    _, run_page = open_page(tmp_path, page)
+    text = run_page.visible
+    assert "Gate not promoted : r2 0.4312 does not beat production v1's" in text
+    assert "candidate version 2: 0.4312" in text and "production version 1: 0.4541" in text
+    assert "Images eval/predicted_vs_actual.png" in text
+    # the 40 x 30 magenta plot, inlined, is drawn
+    assert colour_count(screenshot(tmp_path, page.as_uri(), "run"), MAGENTA) >= 40 * 30
+
+
+def test_a_notebook_page_looks_exactly_as_nbconverts_own_page_and_needs_its_stylesheet(tmp_path):
+    from tests.test_report import executed_notebook, stock_page
+
+    run_dir = tmp_path / "run"
+    notebook = executed_notebook(run_dir / "notebooks" / "train.ipynb", "train")
+    render_html(notebook, run_dir / "html" / "train.html")
+    (tmp_path / "stock.html").write_text(stock_page(notebook), encoding="utf-8")
+
+    ours = screenshot(tmp_path, (run_dir / "html" / "train.html").as_uri(), "ours", "1000,900")
+    stock = screenshot(tmp_path, (tmp_path / "stock.html").as_uri(), "stock", "1000,900")
+    assert ours.read_bytes() == stock.read_bytes()
+    editor = (0xF5, 0xF5, 0xF5)  # JupyterLab's code cell background, from the stylesheet
+    assert colour_count(ours, editor, tolerance=2) > 5_000
+
+    (run_dir / "html" / SHARED_CSS).rename(tmp_path / "elsewhere.css")
+    bare = screenshot(tmp_path, (run_dir / "html" / "train.html").as_uri(), "bare", "1000,900")
+    assert colour_count(bare, editor, tolerance=2) < 500  # without it the page is unstyled
+
+
+def test_the_index_filters_runs_by_the_status_in_its_address(site, tmp_path):
+    _, page = open_page(tmp_path, site)
+    assert "3 of 3 shown" in page.visible
+    dom = chromium(tmp_path, "--dump-dom", site.as_uri() + "#status=failed")
+    rows = re.findall(r'<tr class="run" data-status="(\w+)"[^>]*?( hidden="")?>', dom)
+    assert rows == [("completed", ' hidden=""'), ("failed", ""), ("completed", ' hidden=""')]
+    assert "1 of 3 shown" in Page(dom).visible

@@ -90,6 +90,7 @@ def _resolve(target: str, here: Path, runs_dir: Path, collect_dir: Path):
 def cmd_lineage(args: argparse.Namespace) -> int:
     from nbmill.governance.ledger import Ledger
     from nbmill.records.lineage import as_text, broken, reproductions, run_chain
+
     here = project()
     settings = config(args)
     runs_dir = settings.runs_dir

@@ -50,9 +50,20 @@ def cmd_show(args: argparse.Namespace) -> int:
     COMMANDS,
     "diff",
     "compare two runs",
-    "Compare params, metrics, data and environment hashes, and commits.",
+    "Compare params, metrics, data and environment hashes, and commits; with --notebooks, "
+    "also each step's executed notebooks (sources and outputs, with nbdime).",
     arg("run_a", help=f"the first run ({RUN})"),
     arg("run_b", help="the second run"),
+    arg(
+        "--notebooks",
+        action="store_true",
+        help="also diff the executed notebook of every step both runs have",
+    ),
+    arg(
+        "--html",
+        metavar="DIR",
+        help="write each step's notebook diff as DIR/<step>.html (implies --notebooks)",
+    ),
     RUNS_DIR,
     JSON,
 )
@@ -61,8 +72,37 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from nbmill.records.text import format_diff
 
     runs_dir = config(args).runs_dir
-    diff = diff_runs(find_run(runs_dir, args.run_a), find_run(runs_dir, args.run_b))
-    return output(args, diff, lambda: format_diff(diff))
+    run_a, run_b = find_run(runs_dir, args.run_a), find_run(runs_dir, args.run_b)
+    diff = diff_runs(run_a, run_b)
+    if not (args.notebooks or args.html):
+        return output(args, diff, lambda: format_diff(diff))
+
+    from nbmill.records.notebook_diff import format_notebook_diffs, notebook_diffs, write_html
+
+    notebooks = notebook_diffs(
+        _run_dir(runs_dir, args.run_a, run_a), _run_dir(runs_dir, args.run_b, run_b)
+    )
+    diff["notebooks"] = {step: found.as_dict() for step, found in notebooks.items()}
+    pages = write_html(notebooks, Path(args.html)) if args.html else []
+    both = [step for step in run_a["steps"] if step in run_b["steps"]]
+    status = output(
+        args,
+        diff,
+        lambda: f"{format_diff(diff)}\n\n{format_notebook_diffs(notebooks, both)}",
+    )
+    for page in pages:
+        print(f"html: {page}", file=sys.stderr if args.json else sys.stdout)
+    return status
+
+
+def _run_dir(runs_dir: Path, ref: str, run: dict) -> Path:
+    """The folder of a run found by ``ref``: the folder given, else ``<runs>/<id>``."""
+    given = Path(ref)
+    if given.name == "run.json" and given.is_file():
+        return given.parent
+    if (given / "run.json").is_file():
+        return given
+    return Path(runs_dir) / run["id"]
 
 
 @command(

@@ -91,12 +91,32 @@ class Spool:
         )
 
 
+# The sinks that events are spooled for and delivered to in the background, by type.
+DELIVERED = ("webhook", "openlineage")
+
+
+def _sender(sink: SinkConfig):
+    """The module that sends to this sink: ``send(sink, event)``, raising DeliveryError."""
+    if sink.type == "openlineage":
+        from nbmill.governance.sinks import openlineage  # its client loads only when configured
+
+        return openlineage
+    return webhook
+
+
+def accepts(sink: SinkConfig, event: dict[str, Any]) -> bool:
+    """The event types the sink asks for; of those, OpenLineage takes the lineage events."""
+    if not sink.wants(event["type"]):
+        return False
+    return sink.type != "openlineage" or _sender(sink).accepts(event)
+
+
 def deliver(sink: SinkConfig, event: dict[str, Any], sleep: Callable[[float], None] = time.sleep):
     """Send to one sink, retrying with exponential backoff; raises DeliveryError at the end."""
     attempts = sink.retries + 1
     for attempt in range(attempts):
         try:
-            return webhook.send(sink, event)
+            return _sender(sink).send(sink, event)
         except DeliveryError:
             if attempt == attempts - 1:
                 raise
@@ -121,16 +141,16 @@ class Notifier:
         self.failed = 0
 
     @property
-    def webhooks(self) -> list[SinkConfig]:
-        return [s for s in self.config.sinks if s.type == "webhook"]
+    def delivered_sinks(self) -> list[SinkConfig]:
+        return [s for s in self.config.sinks if s.type in DELIVERED]
 
     def emit(self, event_type: str, subject: str, data: dict[str, Any]) -> dict[str, Any]:
         event = new_event(event_type, subject, data, self.source)
         self.ledger.append(event)
         if azure_devops.active(self.config.sinks):
             azure_devops.write(event, self.stdout)
-        for sink in self.webhooks:
-            if sink.wants(event_type):
+        for sink in self.delivered_sinks:
+            if accepts(sink, event):
                 path = self.spool.put(sink.name, event)
                 self._queue.put((sink, event, path))
                 self._start()

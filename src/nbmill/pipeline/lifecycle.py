@@ -30,11 +30,13 @@ def step_finished(record: RunRecord, step: str) -> dict[str, Any]:
     entry = record.data["steps"][step]
     return {
         "run_id": record.id,
+        "pipeline": record.data["pipeline"]["name"],
         "step": step,
         "status": entry["status"],
         "who": record.data["who"],
         "why": record.data["why"],
         "duration_s": entry.get("duration_s"),
+        "inputs": entry.get("inputs") or {},
         "outputs": entry.get("outputs") or {},
         "error": {"step": step, **entry["error"]} if entry.get("error") else None,
     }

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nbmill._fs import write_atomic
 from nbmill._hashing import compare_hashes, hash_path, sha256_file
 from nbmill._time import iso, utcnow
 from nbmill.errors import NbmillError, RunError, RunInterrupted
@@ -35,9 +34,9 @@ from nbmill.project.spec import Pipeline, Settings, find_project_dir, load_pipel
 from nbmill.records.archive import log_to_mlflow
 from nbmill.records.provenance import who
 from nbmill.records.record import RunRecord
-from nbmill.records.report import run_index_html
+from nbmill.records.report import write_run_page
 from nbmill.records.review import find_run, run_state
-from nbmill.records.runjson import DONE, INDEX_HTML
+from nbmill.records.runjson import DONE
 
 ALL = "*"  # --force with no step names: every step
 
@@ -147,7 +146,7 @@ def run(
             }
             raise
         finally:
-            seal(record, clock, interrupts.signum)
+            seal(record, clock, interrupts.signum, p.config.ledger)
             kind = "completed" if record.status == "completed" else "failed"
             notifier.emit(
                 f"nbmill.run.{kind}", lifecycle.subject(record), lifecycle.run_finished(record)
@@ -284,8 +283,24 @@ def reopen_record(p: Plan, ref: str) -> RunRecord:
     return record
 
 
-def seal(record: RunRecord, clock: float, signum: int | None) -> None:
-    """The end of every run, however it ended: status, times, report, hashes, MLflow."""
+def _lineage(record: RunRecord, ledger: Path | None) -> dict[str, Any] | None:
+    """The run's lineage for its page: hashes as now written (the record's own list of them
+    is made after the page); a problem reading it leaves the section out, never the run."""
+    from nbmill.governance.ledger import Ledger
+    from nbmill.records.lineage import run_chain
+
+    try:
+        events = Ledger(ledger).events() if ledger is not None and Path(ledger).is_file() else []
+        links = run_chain(record.dir, events, check=False, run=record.data)
+    except Exception as exc:  # noqa: BLE001 - the page says why instead
+        print(f"warning: lineage not shown: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return None
+    return {"target": record.id, "links": [link.as_dict() for link in links]}
+
+
+def seal(record: RunRecord, clock: float, signum: int | None, ledger: Path | None = None) -> None:
+    """The end of every run, however it ended: status, times, report (with the run's lineage
+    as far as the ledger knows it), hashes, MLflow."""
     for step in record.data["steps"].values():
         if step["status"] in ("pending", "running"):
             step["status"] = "skipped"
@@ -303,7 +318,7 @@ def seal(record: RunRecord, clock: float, signum: int | None) -> None:
         record.data["status"] = "failed" if failed or record.data["error"] else "completed"
     record.data["ended_at"] = iso(utcnow())
     record.data["duration_s"] = round(time.monotonic() - clock, 3)
-    write_atomic(record.dir / INDEX_HTML, run_index_html(record.data))
+    write_run_page(record.dir, record.data, ledger=ledger, lineage=_lineage(record, ledger))
     record.data["files"] = record.hash_files()
     record.save()
     try:

@@ -11,6 +11,11 @@
         events: [nbmill.run.failed, nbmill.model.*]
       - name: devops
         type: azure-devops           # logging commands; on by itself when TF_BUILD is set
+      - name: lineage
+        type: openlineage            # run events as OpenLineage RunEvents
+        url: http://marquez:5000     # the lineage server (or ${env:NAME})
+        namespace: diabetes          # default: nbmill/<project folder>
+        api_key: ${env:NBMILL_LINEAGE_KEY}   # optional bearer token, always from the environment
 
 A params file's own ``notify:`` list adds sinks for that environment.
 """
@@ -21,6 +26,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from nbmill._yaml import load_yaml, reject_unknown
 from nbmill.errors import NbmillError
@@ -29,9 +35,11 @@ from nbmill.project.secret import EnvRef, env_ref
 CONFIG_FILE = "nbmill.yml"
 ENV_RUNS_DIR = "NBMILL_RUNS_DIR"  # overrides runs_dir (and with it the ledger's default place)
 CONFIG_KEYS = {"runs_dir", "ledger", "key_metrics", "notify"}
-SINK_TYPES = ("webhook", "azure-devops")
+SINK_TYPES = ("webhook", "azure-devops", "openlineage")
 FORMATS = ("cloudevents", "teams", "slack")
 SINK_KEYS = {"name", "type", "url", "format", "events", "retries", "timeout_s"}
+OPENLINEAGE_KEYS = {"namespace", "api_key", "endpoint"}  # only for type: openlineage
+OPENLINEAGE_ENDPOINT = "api/v1/lineage"  # where the server takes RunEvents, relative to url
 
 
 class ConfigError(NbmillError):
@@ -42,11 +50,14 @@ class ConfigError(NbmillError):
 class SinkConfig:
     name: str
     type: str
-    url: EnvRef | None = None
+    url: EnvRef | str | None = None  # a plain URL only for openlineage: webhook URLs hold tokens
     format: str = "cloudevents"
     events: tuple[str, ...] = ("*",)
     retries: int = 3
     timeout_s: float = 5.0
+    namespace: str | None = None  # openlineage: the jobs' namespace
+    api_key: EnvRef | None = None  # openlineage: sent as a bearer token
+    endpoint: str = OPENLINEAGE_ENDPOINT
 
     def wants(self, event_type: str) -> bool:
         return any(
@@ -138,7 +149,12 @@ def parse_sinks(raw: Any, where: str) -> tuple[SinkConfig, ...]:
 def _parse_sink(item: Any, at: str) -> SinkConfig:
     if not isinstance(item, dict):
         raise ConfigError(f"{at}: expected a mapping with 'name' and 'type'")
-    reject_unknown(item, SINK_KEYS, at, ConfigError)
+    if item.get("type") == "openlineage":
+        reject_unknown(item, (SINK_KEYS - {"format"}) | OPENLINEAGE_KEYS, at, ConfigError)
+    else:
+        misplaced = sorted(OPENLINEAGE_KEYS & set(item))
+        hint = f"{', '.join(misplaced)}: for type: openlineage" if misplaced else ""
+        reject_unknown(item, SINK_KEYS, at, ConfigError, hint=hint)
     name, kind = item.get("name"), item.get("type")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{at}: 'name' is required")
@@ -154,6 +170,9 @@ def _parse_sink(item: Any, at: str) -> SinkConfig:
                 "${env:NBMILL_WEBHOOK_URL}, "
                 "so that the URL and its token stay out of the repository, records and logs"
             )
+    options: dict[str, Any] = {}
+    if kind == "openlineage":
+        url, options = _openlineage(item, at)
     fmt = item.get("format", "cloudevents")
     if fmt not in FORMATS:
         raise ConfigError(f"{at}: 'format' must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -167,4 +186,46 @@ def _parse_sink(item: Any, at: str) -> SinkConfig:
         raise ConfigError(f"{at}: 'retries' must be a whole number >= 0")
     if not isinstance(timeout, (int, float)) or timeout <= 0:
         raise ConfigError(f"{at}: 'timeout_s' must be a positive number of seconds")
-    return SinkConfig(name, kind, url, fmt, tuple(events), retries, float(timeout))
+    return SinkConfig(name, kind, url, fmt, tuple(events), retries, float(timeout), **options)
+
+
+def _openlineage(item: dict[str, Any], at: str) -> tuple[EnvRef | str, dict[str, Any]]:
+    """An OpenLineage server's URL (plain, or from the environment), namespace, key, endpoint."""
+    raw = item.get("url")
+    url = env_ref(raw)
+    if url is None:
+        try:
+            parts = urlsplit(raw.strip()) if isinstance(raw, str) else None
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(
+                f"{at}: 'url' must be the lineage server's http(s) URL, such as "
+                f"http://marquez:5000, or an environment reference such as ${{env:NAME}}"
+            )
+        if parts.username or parts.password or parts.query:
+            raise ConfigError(
+                f"{at}: 'url' must not carry credentials or a query; put a token in "
+                "'api_key: ${env:NAME}', or the whole URL in ${env:NAME}"
+            )
+        url = raw.strip()
+    namespace = item.get("namespace")
+    if namespace is not None and (not isinstance(namespace, str) or not namespace.strip()):
+        raise ConfigError(f"{at}: 'namespace' must be a non-empty name, such as 'diabetes'")
+    api_key = None
+    if "api_key" in item:
+        api_key = env_ref(item["api_key"])
+        if api_key is None:
+            raise ConfigError(
+                f"{at}: 'api_key' must be an environment reference such as "
+                "${env:NBMILL_LINEAGE_KEY}, so that the key stays out of the repository, "
+                "records and logs"
+            )
+    endpoint = item.get("endpoint", OPENLINEAGE_ENDPOINT)
+    if not isinstance(endpoint, str) or not endpoint.strip():
+        raise ConfigError(f"{at}: 'endpoint' must be a path such as {OPENLINEAGE_ENDPOINT}")
+    return url, {
+        "namespace": namespace.strip() if namespace else None,
+        "api_key": api_key,
+        "endpoint": endpoint.strip(),
+    }

@@ -31,8 +31,12 @@ class Link:
         return asdict(self)
 
 
-def _file_link(kind: str, run_dir: Path, rel: str, recorded: str | None, detail: str = "") -> Link:
+def _file_link(
+    kind: str, run_dir: Path, rel: str, recorded: str | None, detail: str = "", check: bool = True
+) -> Link:
     path = run_dir / rel
+    if not check:  # the record is being sealed: its hashes are being made
+        return Link(kind, rel, detail, sha256_file(path) if path.is_file() else recorded, None)
     if recorded is None:
         return Link(kind, rel, detail or "not in the record's hashes", None, False)
     if not path.is_file():
@@ -42,14 +46,24 @@ def _file_link(kind: str, run_dir: Path, rel: str, recorded: str | None, detail:
     return Link(kind, rel, note, recorded, actual == recorded)
 
 
-def run_chain(run_dir: Path, events: list[dict[str, Any]]) -> list[Link]:
+def run_chain(
+    run_dir: Path,
+    events: list[dict[str, Any]],
+    check: bool = True,
+    run: dict[str, Any] | None = None,
+) -> list[Link]:
     """The run's links: the run itself, each step's executed notebook, the data each step read,
     the commit, the environment, the gate, the model versions it registered and their
-    deployments, and the runs that reproduced it."""
+    deployments. ``check``: compare each file with the sha256 the record holds (False while the
+    record is sealed, before it holds them). ``run``: its run.json, if already read.
+
+    Only hashes are judged (``ok``); the commit's state and the run's status are in the detail
+    (a dirty tree is said, not marked broken)."""
     run_dir = Path(run_dir)
-    if not (run_dir / RUN_JSON).is_file():
-        raise NbmillError(f"{run_dir}: no {RUN_JSON}; not a run folder")
-    run = read(run_dir)
+    if run is None:
+        if not (run_dir / RUN_JSON).is_file():
+            raise NbmillError(f"{run_dir}: no {RUN_JSON}; not a run folder")
+        run = read(run_dir)
     files: dict[str, str] = run.get("files") or {}
     links = [
         Link(
@@ -57,8 +71,6 @@ def run_chain(run_dir: Path, events: list[dict[str, Any]]) -> list[Link]:
             run["id"],
             f"{run.get('pipeline', {}).get('name')} {run.get('status')}, by {run.get('who')} "
             f"at {run.get('started_at')}: {run.get('why') or 'no reason given'}",
-            None,
-            run.get("status") == "completed",
         )
     ]
     if run.get("reproduces"):
@@ -67,25 +79,20 @@ def run_chain(run_dir: Path, events: list[dict[str, Any]]) -> list[Link]:
         executed = entry.get("executed")
         if executed:
             rel = f"notebooks/{step}.ipynb"
-            links.append(_file_link("notebook", run_dir, rel, files.get(rel), f"step {step}"))
+            links.append(
+                _file_link("notebook", run_dir, rel, files.get(rel), f"step {step}", check)
+            )
     seen = set()
     for step, entry in (run.get("steps") or {}).items():
         for rel, digest in (entry.get("inputs") or {}).items():
             if rel in seen or any(rel.startswith(p) for p in ("model/", "package/")):
                 continue
             seen.add(rel)
-            links.append(_file_link("data", run_dir, rel, digest, f"read by {step}"))
+            links.append(_file_link("data", run_dir, rel, digest, f"read by {step}", check))
     git = run.get("git") or {}
-    state = "dirty tree" if git.get("dirty") else "clean tree"
-    links.append(
-        Link(
-            "commit",
-            git.get("commit") or "unknown",
-            f"{git.get('branch') or ''} {state}".strip(),
-            None,
-            bool(git.get("commit")) and not git.get("dirty"),
-        )  # fmt: skip
-    )
+    state = "dirty tree: uncommitted changes when it ran" if git.get("dirty") else "clean tree"
+    branch = git.get("branch") or ""
+    links.append(Link("commit", git.get("commit") or "unknown", f"{branch} {state}".strip()))
     environment = run.get("environment") or {}
     links.append(
         Link(
@@ -95,21 +102,23 @@ def run_chain(run_dir: Path, events: list[dict[str, Any]]) -> list[Link]:
             environment.get("fingerprint"),
         )  # fmt: skip
     )
-    links += _model_links(run["id"], run_dir, files, events)
+    links += _model_links(run["id"], run_dir, files, events, check)
     return links
 
 
-def _model_links(run_id: str, run_dir: Path, files: dict, events: list[dict]) -> list[Link]:
+def _model_links(
+    run_id: str, run_dir: Path, files: dict, events: list[dict], check: bool = True
+) -> list[Link]:
     links = []
-    if "eval/gate.json" in files:
-        gate = _file_link("gate", run_dir, "eval/gate.json", files["eval/gate.json"])
-        if gate.ok:
+    if "eval/gate.json" in files or (not check and (run_dir / "eval/gate.json").is_file()):
+        gate = _file_link("gate", run_dir, "eval/gate.json", files.get("eval/gate.json"), "", check)
+        if gate.ok or (not check and gate.sha256):
             import json
 
             decision = json.loads((run_dir / "eval/gate.json").read_text(encoding="utf-8"))
             verdict = "promoted" if decision.get("promoted") else "not promoted"
             gate = Link("gate", f"version {decision.get('candidate_version')} {verdict}",
-                        decision.get("reason", ""), gate.sha256, True)  # fmt: skip
+                        decision.get("reason", ""), gate.sha256, gate.ok)  # fmt: skip
         links.append(gate)
     mine = [e for e in events if e["type"] in MODEL_EVENTS and e["data"].get("run_id") == run_id]
     versions = sorted({(e["data"]["model"], str(e["data"]["version"])) for e in mine})
@@ -161,9 +170,9 @@ def reproductions(events: list[dict[str, Any]], run_id: str) -> list[Link]:
         Link(
             "reproduction",
             e["data"].get("reproduction", ""),
-            f"at {e['time']}: {e['data'].get('reproduction_dir', '')}",
-            None,
-            bool(e["data"].get("metrics_equal")),
+            f"at {e['time']}: every metric "
+            + ("equal" if e["data"].get("metrics_equal") else "not equal")
+            + f"; {e['data'].get('reproduction_dir', '')}",
         )
         for e in events
         if e["type"] == "nbmill.run.reproduced" and e["data"].get("run_id") == run_id
@@ -171,24 +180,16 @@ def reproductions(events: list[dict[str, Any]], run_id: str) -> list[Link]:
 
 
 def broken(links: list[Link]) -> list[Link]:
-    return [link for link in links if link.ok is False and link.kind not in ("commit", "run")]
-
-
-FILE_KINDS = ("notebook", "data", "gate", "model", "deployment")  # a False there: a hash broke
+    """The links whose hash no longer holds."""
+    return [link for link in links if link.ok is False]
 
 
 def as_text(target: str, links: list[Link]) -> str:
-    """The chain, one link a line: a hash that no longer holds is BROKEN; a dirty tree or a run
-    that did not complete is flagged."""
+    """The chain, one link a line: a hash that no longer holds is BROKEN."""
     width = max((len(link.kind) for link in links), default=4)
     lines = [f"lineage of {target}"]
     for link in links:
-        if link.ok is None:
-            mark = ""
-        elif link.ok:
-            mark = "ok"
-        else:
-            mark = "BROKEN" if link.kind in FILE_KINDS else "(!)"
+        mark = {None: "", True: "ok", False: "BROKEN"}[link.ok]
         digest = f" sha256 {link.sha256[:16]}" if link.sha256 else ""
         lines.append(
             f"  {link.kind:<{width}}  {link.label}{digest}  {link.detail}  {mark}".rstrip()

@@ -1,4 +1,5 @@
-"""Notification sinks, one module per kind: webhook (generic, Teams, Slack) and Azure DevOps."""
+"""Notification sinks, one module per kind: webhook (generic, Teams, Slack), Azure DevOps and
+OpenLineage (a lineage server such as Marquez)."""
 
 
 class DeliveryError(Exception):
