@@ -6,6 +6,7 @@ The same package serves locally and, later, on Azure ML: one format, one environ
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def package_model(
         raise NbmillError(f"{environment}: environment file not found")
     if target_dir.exists():
         shutil.rmtree(target_dir)
-    shutil.copytree(model_dir, target_dir / "model")
+    shutil.copytree(model_dir, target_dir / "model", copy_function=_link_or_copy)
     shutil.copy2(environment, target_dir / "environment.yml")
     baselines = sorted((target_dir / "model").rglob(BASELINE_FILE))
     manifest = {
@@ -49,6 +50,15 @@ def package_model(
     }
     write_json(target_dir / MANIFEST, manifest)
     return manifest
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    """A hard link where it can be (the run's model and its package are the same bytes: kept
+    once on disk), else a copy. The manifest's sha256s still cover the package's files."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def read_manifest(target_dir: str | Path) -> dict:

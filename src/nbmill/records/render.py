@@ -52,6 +52,7 @@ def _blank_notebook():
 def shared_assets() -> SharedAssets:
     """The template's own ``<style>`` elements and inline module scripts, found by rendering a
     blank notebook (about half a second, once per process)."""
+    import rcssmin
     from bs4 import BeautifulSoup
 
     page, _ = _exporter().from_notebook_node(_blank_notebook())
@@ -63,7 +64,9 @@ def shared_assets() -> SharedAssets:
     return SharedAssets(
         styles=tuple(str(style) for style in styles),
         scripts=tuple(str(script) for script in scripts),
-        css=CHARSET + "\n".join(style.string or "" for style in styles),
+        # Minified (comments and spacing out, nothing else): 263 KB of JupyterLab's own CSS
+        # becomes about 205 KB, in every run.
+        css=CHARSET + rcssmin.cssmin("\n".join(style.string or "" for style in styles)),
         js="\n".join(script.string or "" for script in scripts),
     )
 
