@@ -228,3 +228,22 @@ def test_comparing_leaves_the_recorded_notebooks_untouched(two_runs):
     before = a.read_bytes()
     assert not diff_notebook_files(a, a, run_a=run_a, run_b=run_a).changed
     assert a.read_bytes() == before
+
+
+@pytest.mark.slow
+def test_the_runs_index_links_each_runs_notebook_changes_since_the_previous_run(two_real_runs):
+    project, run_a, run_b = two_real_runs
+    done = nbmill("report", cwd=project)
+    assert done.returncode == 0, done.stderr
+    folder = project / "runs" / "diffs" / run_b
+    remembered = json.loads((folder / "changed.json").read_text())
+    assert remembered == {"previous": run_a, "steps": ["make", "use"]}
+    assert "+  rows 5" in (folder / "make.html").read_text()
+    index = (project / "runs" / "index.html").read_text()
+    assert f'href="diffs/{run_b}/make.html"' in index and f'href="diffs/{run_b}/use.html"' in index
+    assert not (project / "runs" / "diffs" / run_a).exists()  # the first run has nothing before it
+    before = (folder / "make.html").stat().st_mtime_ns
+    assert nbmill("report", cwd=project).returncode == 0
+    assert (folder / "make.html").stat().st_mtime_ns == before  # compared once, remembered
+    verified = nbmill("verify", cwd=project)
+    assert verified.returncode == 0, verified.stdout + verified.stderr  # run folders untouched

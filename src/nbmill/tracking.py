@@ -30,6 +30,10 @@ ENV_PROJECT_DIR = "NBMILL_PROJECT_DIR"
 ENV_PIPELINE = "NBMILL_PIPELINE"
 RUN_ID_TAG = "nbmill.run_id"
 
+# MLflow's download progress bars would be written into every executed notebook: noise for a
+# reviewer, and a difference between any two runs.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
 
 @dataclass(frozen=True)
 class StepContext:

@@ -324,9 +324,14 @@ def sparkline(values: list[Any]) -> dict[str, Any] | None:
     }
 
 
-def site_html(runs: list[dict[str, Any]], key_metrics: list[str] | None = None) -> str:
+def site_html(
+    runs: list[dict[str, Any]],
+    key_metrics: list[str] | None = None,
+    changes: dict[str, list[str]] | None = None,
+) -> str:
     """Every run, newest first as given: linked to its report and its steps' notebooks, with
-    each key metric's trend, and filters by status and pipeline."""
+    each key metric's trend, filters by status and pipeline, and (``changes``) links to how
+    its notebooks differ from the previous run's."""
     counts: dict[str, int] = {}
     pipelines: dict[str, int] = {}
     for run in runs:
@@ -346,6 +351,7 @@ def site_html(runs: list[dict[str, Any]], key_metrics: list[str] | None = None) 
         trends=trends,
         counts=sorted(counts.items()),
         pipelines=sorted(pipelines.items()),
+        changes=changes or {},
     )
 
 
@@ -373,16 +379,55 @@ def ledger_html(entries: list[dict[str, Any]], run_ids: set[str] | None = None) 
     return _render("ledger.html.j2", rows=rows)
 
 
+DIFFS = "diffs"  # runs/diffs/<run-id>/<step>.html: how its notebooks differ from the previous run's
+
+
+def notebook_changes(runs_dir: Path, runs: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """For each run with an earlier run of its pipeline, the steps whose executed notebooks
+    differ from that run's, with nbdime's diff of each as a page in ``runs/diffs/<run-id>/``
+    (outside the run folders, which are sealed). Each pair is compared once, then remembered."""
+    runs_dir = Path(runs_dir)
+    changes: dict[str, list[str]] = {}
+    previous: dict[str, dict[str, Any]] = {}
+    for run in reversed(runs):  # oldest first
+        pipeline = str((run.get("pipeline") or {}).get("name"))
+        before, previous[pipeline] = previous.get(pipeline), run
+        if before is None:
+            continue
+        folder = runs_dir / DIFFS / str(run["id"])
+        done = folder / "changed.json"
+        if done.is_file():
+            remembered = json.loads(done.read_text(encoding="utf-8"))
+            if remembered.get("previous") == before["id"]:
+                changes[run["id"]] = remembered["steps"]
+                continue
+        from nbmill.records.notebook_diff import notebook_diffs, write_html
+
+        try:
+            diffs = notebook_diffs(runs_dir / before["id"], runs_dir / run["id"])
+        except NbmillError:
+            continue  # a record without its notebooks: nothing to show
+        if not diffs:  # no step has an executed notebook in both runs
+            continue
+        changed = {step: d for step, d in diffs.items() if d.changed}
+        write_html(changed, folder)
+        write_atomic(done, json.dumps({"previous": before["id"], "steps": sorted(changed)}))
+        changes[run["id"]] = sorted(changed)
+    return changes
+
+
 def write_site(
     runs_dir: Path,
     runs: list[dict[str, Any]],
     entries: list[dict[str, Any]],
     key_metrics: list[str] | None = None,
 ) -> Path:
-    """Write runs_dir/index.html and runs_dir/ledger.html atomically; returns the index path."""
+    """Write runs_dir/index.html and runs_dir/ledger.html atomically, and the notebook diffs of
+    each run against the previous one of its pipeline; returns the index path."""
     runs_dir = Path(runs_dir)
     index = runs_dir / "index.html"
-    write_atomic(index, site_html(runs, key_metrics))
+    changes = notebook_changes(runs_dir, runs)
+    write_atomic(index, site_html(runs, key_metrics, changes))
     known = {str(run.get("id")) for run in runs}
     write_atomic(runs_dir / "ledger.html", ledger_html(entries, known))
     return index
