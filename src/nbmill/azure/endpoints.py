@@ -84,10 +84,9 @@ def check_traffic(
 def data_collector():
     """Collect the inputs and outputs under the names Azure ML monitoring requires. Build one
     for each call to the SDK: its ``_to_rest_object`` cannot be called twice on one object."""
-    ml = sdk()
+    sdk()
     from azure.ai.ml.entities import DataCollector, DeploymentCollection
 
-    del ml
     return DataCollector(
         collections={
             INPUTS: DeploymentCollection(enabled="true"),

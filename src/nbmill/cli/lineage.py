@@ -32,9 +32,7 @@ def _model_link(name: str, version: str, here: Path, runs_dir: Path):
     if expected and folder is not None and folder.is_dir():
         ok = tree_digest(folder) == expected
         detail += "" if ok else f"; the run's model files now hash {tree_digest(folder)[:12]}"
-    link = Link("model", f"{name}/{version}", detail, expected, ok)
-    data = tags.get(st.TAG_DATA)
-    return link, run_id, data
+    return Link("model", f"{name}/{version}", detail, expected, ok), run_id
 
 
 def _resolve(target: str, here: Path, runs_dir: Path, collect_dir: Path):
@@ -99,7 +97,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     events = Ledger(settings.ledger).events()
     links = []
     if name is not None:
-        model, tagged_run, _ = _model_link(name, version, here, runs_dir)
+        model, tagged_run = _model_link(name, version, here, runs_dir)
         links.append(model)
         run_id = run_id or tagged_run
     if run_id is None:
