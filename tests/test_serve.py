@@ -141,21 +141,31 @@ def test_each_bad_input_gets_a_4xx_and_the_service_stays_up(server):
     assert server.get("/health")[0] == 200
 
 
-def test_an_oversized_body_is_refused_from_its_length_alone(server):
+def raw_score(server, length: int, body: bytes = b"") -> bytes:
+    """POST /score over a plain socket: the headers (Content-Length ``length``) and ``body``
+    sent in full before anything is read; then the reply, up to the end of its JSON."""
     import socket
 
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(
             b"POST /score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
             + server.key.encode()
-            + b"\r\nContent-Type: application/json\r\nContent-Length: 5000000\r\n\r\n"
+            + b"\r\nContent-Type: application/json\r\nContent-Length: "
+            + str(length).encode()
+            + b"\r\n\r\n"
+            + body
         )
         reply = b""
-        while not reply.endswith(b"}"):
+        while b"}" not in reply:
             chunk = sock.recv(4096)
             if not chunk:
                 break
             reply += chunk
+    return reply
+
+
+def test_an_oversized_body_is_refused_from_its_length_alone(server):
+    reply = raw_score(server, 5_000_000)
     assert reply.startswith(b"HTTP/1.1 413") and b"more than the limit" in reply
     assert server.get("/health")[0] == 200
 
@@ -405,23 +415,7 @@ def test_a_client_request_id_is_echoed_and_collected(server):
 
 
 def test_a_client_that_sends_the_whole_oversized_body_still_gets_its_413(server):
-    import socket
-
     big = b"[" + b"0," * 1_500_000 + b"0]"  # 3 MB: past the 1 MiB limit
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(
-            b"POST /score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
-            + server.key.encode()
-            + b"\r\nContent-Type: application/json\r\nContent-Length: "
-            + str(len(big)).encode()
-            + b"\r\n\r\n"
-            + big  # all of it, before reading anything
-        )
-        reply = b""
-        while b"}" not in reply:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            reply += chunk
+    reply = raw_score(server, len(big), big)  # all of it, before reading anything
     assert reply.startswith(b"HTTP/1.1 413") and b"more than the limit" in reply
     assert server.get("/health")[0] == 200

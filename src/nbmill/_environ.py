@@ -8,11 +8,15 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def environ(values: Mapping[str, str]) -> Iterator[None]:
-    """Set ``values`` in ``os.environ`` inside the block; afterwards each variable is as it was
-    (unset again if it was unset)."""
+def environ(values: Mapping[str, str | None]) -> Iterator[None]:
+    """Set ``values`` in ``os.environ`` inside the block (None: unset it); afterwards each
+    variable is as it was (unset again if it was unset)."""
     saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     try:
         yield
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from nbmill.cli._shared import Command, arg, command
+from nbmill.cli._shared import JSON, RUNS_DIR, Command, arg, command
 from nbmill.errors import NbmillError
 
 COMMANDS: list[Command] = []
@@ -151,8 +151,8 @@ def _run_on_azure(args: argparse.Namespace) -> int:
     arg("run", help="the run to reproduce: an id, a unique prefix, or latest"),
     arg("--strict", action="store_true", help="refuse when the commit or environment differs"),
     arg("--at-commit", action="store_true", help="run from a clean worktree of the run's commit"),
-    arg("--runs-dir", metavar="DIR", help="where run folders are (default: runs/)"),
-    arg("--json", action="store_true", help="print JSON for scripts"),
+    RUNS_DIR,
+    JSON,
 )
 def cmd_reproduce(args: argparse.Namespace) -> int:
     import contextlib

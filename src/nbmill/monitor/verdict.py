@@ -164,16 +164,14 @@ class Monitor:
         rows = scored.rows + refused.rows
         if isinstance(scored, NumericWindow):
             outside = scored.out_of_range + refused.out_of_range
-            kind = "out_of_bounds_rate"
-        else:
+        else:  # a category the baseline never had is out of its bounds
             outside = sum(scored.unseen().values()) + sum(refused.unseen().values())
-            kind = "out_of_bounds_rate"
         rates = {
             "null_value_rate": (scored.missing + refused.missing) / rows if rows else math.nan,
             "data_type_error_rate": (
                 (scored.type_errors + refused.type_errors) / rows if rows else math.nan
             ),
-            kind: outside / rows if rows else math.nan,
+            "out_of_bounds_rate": outside / rows if rows else math.nan,
         }
         breaches = [m for m, v in rates.items() if self.thresholds.breached(m, v)]
         row: dict[str, Any] = {"column": name, "rows": rows, **rates, "breached": bool(breaches)}

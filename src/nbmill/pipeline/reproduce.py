@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from nbmill._environ import environ
 from nbmill.errors import NbmillError
 from nbmill.records.provenance import environment, git_info
 
@@ -81,20 +82,17 @@ def sandbox(runs_dir: Path, source: Path | None) -> Iterator[Path]:
     folder = Path(runs_dir) / SANDBOX
     folder.mkdir(parents=True, exist_ok=True)
     store = Path(tempfile.mkdtemp(prefix=".store-", dir=folder))
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "PYTHONPATH", "NBMILL_RUNS_DIR")}
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store / 'mlflow.db'}"
-    os.environ.pop("NBMILL_RUNS_DIR", None)
+    values: dict[str, str | None] = {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
+        "NBMILL_RUNS_DIR": None,
+    }
     if source is not None:
         paths = [str(source / "src"), str(source / "examples" / "diabetes")]
-        os.environ["PYTHONPATH"] = os.pathsep.join([*paths, saved["PYTHONPATH"] or ""]).rstrip(":")
-    try:
+        if os.environ.get("PYTHONPATH"):
+            paths.append(os.environ["PYTHONPATH"])
+        values["PYTHONPATH"] = os.pathsep.join(paths)
+    with environ(values):
         yield folder
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def compare(original: dict[str, Any], again: dict[str, Any]) -> list[dict[str, Any]]:
