@@ -203,3 +203,57 @@ def test_an_unknown_sink_field_is_named(tmp_path):
     )
     with pytest.raises(ConfigError, match="notify #1: unknown field 'retrys'"):
         load_config(tmp_path)
+
+
+def test_a_corrupt_spooled_event_is_kept_and_named_and_the_others_are_delivered(
+    project, monkeypatch
+):
+    from tests.conftest import nbmill
+
+    (project / "nbmill.yml").write_text(
+        f"notify:\n  - name: team\n    type: webhook\n    url: ${{env:{HOOK_ENV}}}\n"
+        "    retries: 0\n"
+    )
+    monkeypatch.setenv(HOOK_ENV, "http://127.0.0.1:9/hook/tok-s3cr3t-0042")  # nothing listens
+    cfg = load_config(project)
+    notifier = Notifier(cfg, stderr=io.StringIO())
+    sent = [notifier.emit("nbmill.step.failed", f"runs/r/steps/{i}", {"i": i}) for i in range(2)]
+    notifier.close()
+    corrupt = cfg.spool_dir / "team" / "20261129T021502311000Z-0bad0bad.json"
+    corrupt.write_text('{"specversion": "1.0", "id": "2026')  # cut off mid-write
+
+    server = Receiver()
+    try:
+        done = nbmill("events", "retry", cwd=project, env={HOOK_ENV: server.url})
+    finally:
+        server.close()
+    assert "Traceback" not in done.stderr
+    assert done.returncode == 1  # one event is still spooled
+    assert f"{corrupt}: not a spooled event" in done.stderr
+    assert sorted(r["body"]["id"] for r in server.received) == sorted(e["id"] for e in sent)
+    assert [path for _, path in Spool(cfg.spool_dir).pending()] == [corrupt]
+    assert "delivered 2 spooled event(s); 1 still spooled" in done.stdout
+
+
+def test_an_unexpected_failure_of_one_delivery_is_said_once_and_later_events_still_go(
+    tmp_path, monkeypatch
+):
+    server = Receiver()
+    monkeypatch.setenv(HOOK_ENV, server.url)
+    errors = io.StringIO()
+    try:
+        notifier = Notifier(config(tmp_path, hook("teams")), stderr=errors)
+        # The error as text, not the dict the runner sends: no Teams card can be made of it.
+        for run in ("r1", "r2"):
+            notifier.emit("nbmill.run.failed", f"runs/{run}", {"error": "kernel died"})
+        notifier.emit("nbmill.run.completed", "runs/r3", {"who": "ada", "run_id": "r3"})
+        notifier.close()
+    finally:
+        server.close()
+    (delivered,) = server.received
+    assert "runs/r3" in json.dumps(delivered["body"])
+    warnings = errors.getvalue().splitlines()
+    assert len(warnings) == 1 and "AttributeError" in warnings[0], warnings
+    assert "nbmill events retry" in warnings[0] and "tok-s3cr3t-0042" not in warnings[0]
+    assert len(Spool(tmp_path / "runs" / ".spool").pending()) == 2
+    assert (notifier.delivered, notifier.failed) == (1, 2)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -161,6 +163,27 @@ def test_registering_emits_an_event_saying_who_registered_what_from_which_run(
     assert data_["run_id"] == "20261129T000000000Z-aaaaaa" and data_["who"] == who()
     assert data_["artifacts_sha256"] == tree_digest(tmp_path / "model")
     assert data_["metrics"] == {"train_r2": 0.5}
+
+
+def test_a_failed_download_leaves_the_run_model_folder_as_it_was(
+    store, data, name, project, tmp_path
+):
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    fitted = diabetes.fit(data.train, alpha=1.0)
+    with mlflow.start_run(run_name="lost"):
+        info = diabetes.log_model(fitted, data.train)
+    location = MlflowClient().get_logged_model(info.model_id).artifact_location
+    shutil.rmtree(local_file_uri_to_path(location))  # the store lost the model's files
+    model_dir = tmp_path / "step" / "model"
+    diabetes.save_model(fitted, data.train, model_dir)  # the step's output, from before
+    before = tree_digest(model_dir)
+    with pytest.raises(NbmillError, match=f"{model_dir} was left as it was"):
+        register(info, name, project, model_dir, data)
+    assert tree_digest(model_dir) == before
+    assert list(model_dir.parent.iterdir()) == [model_dir]  # no half-made folder beside it
 
 
 def test_provenance_outside_a_run_has_the_data_hash_and_no_environment(data, project):
@@ -484,22 +507,103 @@ def test_list_models_shows_versions_aliases_runs_and_metrics(three_versions, pro
 
 
 def test_serving_resolves_an_alias_to_verified_files(three_versions, project):
-    folder, expected, identity = registry.resolve_registered(
-        f"{three_versions}@production", project
-    )
-    assert tree_digest(folder) == expected
+    with registry.resolve_registered(f"{three_versions}@production", project) as resolved:
+        folder, expected, identity = resolved
+        assert tree_digest(folder) == expected
     assert identity == {
         "model": three_versions,
         "version": "1",
         "alias": "production",
         "run_id": "run-1",
     }
-    by_version, _, _ = registry.resolve_registered(f"{three_versions}/2", project)
-    assert (by_version / "MLmodel").is_file()
+    with registry.resolve_registered(f"{three_versions}/2", project) as (by_version, _, _):
+        assert (by_version / "MLmodel").is_file()
     with pytest.raises(NbmillError, match="has no version with alias 'canary'"):
-        registry.resolve_registered(f"{three_versions}@canary", project)
-    for downloaded in (folder, by_version):  # serving keeps its download; a test does not
-        shutil.rmtree(downloaded)
+        with registry.resolve_registered(f"{three_versions}@canary", project):
+            pass
+
+
+@pytest.fixture
+def scratch(tmp_path, monkeypatch) -> Path:
+    """An empty temporary folder for this process and its children: whatever is in it after
+    the test was left behind."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    monkeypatch.setenv("TMPDIR", str(folder))
+    return folder
+
+
+def test_a_resolved_registered_model_is_on_disk_only_inside_its_block(
+    three_versions, project, scratch
+):
+    with registry.resolve_registered(f"{three_versions}@production", project) as resolved:
+        folder = resolved[0]
+        assert (folder / "MLmodel").is_file() and folder.is_relative_to(scratch)
+    assert list(scratch.iterdir()) == []
+    with pytest.raises(RuntimeError, match="the caller failed"):
+        with registry.resolve_registered(f"{three_versions}/2", project):
+            raise RuntimeError("the caller failed")
+    assert list(scratch.iterdir()) == []
+
+
+def test_serving_a_registered_alias_and_sending_it_traffic_leave_no_model_copy_behind(
+    three_versions, project, data, scratch, tmp_path
+):
+    from nbmill.models.deploy import Service
+    from tests.conftest import nbmill
+
+    held_out = tmp_path / "held_out.csv"
+    diabetes.save(data.test, held_out)
+    service = Service(f"{three_versions}@production", cwd=project)
+    try:
+        service.wait_ready()
+        served = [p for p in scratch.iterdir() if p.name.startswith("nbmill-model-")]
+        assert len(served) == 1  # while it serves, its download is there
+        sent = nbmill(
+            "traffic", f"{three_versions}@production", "--data", str(held_out),
+            "--rows", "5", "--url", service.base, cwd=project,
+            env={"NBMILL_SERVE_KEY": service.key},
+        )  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+    finally:
+        service.stop()
+    assert list(scratch.iterdir()) == []
+
+
+def test_a_dry_run_deploy_of_a_registered_alias_names_files_that_outlive_it(
+    three_versions, project, scratch, tmp_path
+):
+    import yaml
+
+    from tests.conftest import nbmill
+
+    out = tmp_path / "dry-run"
+    done = nbmill(
+        "deploy", f"{three_versions}@production", "--target", "azureml",
+        "--endpoint", "diabetes", "--dry-run", str(out), cwd=project,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    (deployment,) = out.glob("deployment-*.yml")
+    model = Path(yaml.safe_load(deployment.read_text())["model"]["path"])
+    assert (out / model / "MLmodel").is_file()
+    assert list(scratch.iterdir()) == []
+
+
+def test_a_monitor_check_of_a_registered_alias_leaves_no_model_copy_behind(
+    three_versions, project, data, scratch, tmp_path
+):
+    from nbmill import monitor
+    from nbmill.serving.collect import Collector, Deployment, Scored
+
+    where = Deployment(three_versions, "local", tuple(diabetes.FEATURES), three_versions, "1")
+    collector = Collector(tmp_path / "collected", where)
+    rows = data.test[diabetes.FEATURES].to_numpy()
+    collector.add(Scored(time.time(), 200, 0.001, "req-1", rows, rows[:, 0] * 100 + 150))
+    collector.close()
+    result = monitor.check(three_versions, collect_dir=tmp_path / "collected", project_dir=project)
+    assert result.window["version"] == "1" and result.drift
+    assert list(scratch.iterdir()) == []
 
 
 def test_the_mlflow_store_is_the_one_the_environment_names(store, project):

@@ -92,8 +92,15 @@ def model(tmp_path_factory):
 class Server(Service):
     """The real ``nbmill serve`` (as the deploy step starts it), plus raw requests for tests."""
 
-    def __init__(self, model_ref: Path, collect: Path | None, tmp: Path, workers: int = 1):
-        super().__init__(model_ref, cwd=tmp, collect_dir=collect, workers=workers)
+    def __init__(
+        self,
+        model_ref: Path,
+        collect: Path | None,
+        tmp: Path,
+        workers: int = 1,
+        log: Path | None = None,
+    ):
+        super().__init__(model_ref, cwd=tmp, collect_dir=collect, workers=workers, log=log)
         self.url = self.base
 
     def get(self, path: str):
@@ -117,8 +124,7 @@ def server(model, tmp_path_factory):
     running = Server(model["dir"], tmp / "collected", tmp)
     running.wait_ready()
     yield running
-    if running.process.poll() is None:
-        running.stop()
+    running.stop()
 
 
 def test_predictions_match_the_model_in_process(server, model):
@@ -419,3 +425,152 @@ def test_a_client_that_sends_the_whole_oversized_body_still_gets_its_413(server)
     reply = raw_score(server, len(big), big)  # all of it, before reading anything
     assert reply.startswith(b"HTTP/1.1 413") and b"more than the limit" in reply
     assert server.get("/health")[0] == 200
+
+
+# --- start-up and shutdown ------------------------------------------------------------------
+
+SERVE_THEN_SHOW_ENVIRONMENT = """
+import json, os, sys
+from pathlib import Path
+from nbmill.serving.startup import serve
+serve(sys.argv[1], Path.cwd(), port=int(sys.argv[2]), workers=2, announce=lambda line: None)
+names = ("NBMILL_SERVE_CONFIG", "PROMETHEUS_MULTIPROC_DIR")
+print(json.dumps({name: os.environ.get(name) for name in names}))
+"""
+
+
+def test_serving_leaves_the_process_environment_as_it_found_it(model, tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", SERVE_THEN_SHOW_ENVIRONMENT, str(model["dir"]), str(port)],
+        cwd=tmp_path,
+        env={**env, "NBMILL_SERVE_KEY": KEY},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for_health(process, f"http://127.0.0.1:{port}/health")
+        process.terminate()
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    after = json.loads(out.splitlines()[-1])
+    assert after == {"NBMILL_SERVE_CONFIG": None, "PROMETHEUS_MULTIPROC_DIR": None}
+
+
+def _wait_for_health(process: subprocess.Popen, url: str, timeout: float = 60) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            assert process.poll() is None, "the service exited before it answered"
+            assert time.monotonic() < deadline, f"no answer on {url} in {timeout}s"
+            time.sleep(0.2)
+
+
+def test_first_starts_at_once_all_use_the_one_key_made(tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from nbmill.serving.startup import load_key
+
+    monkeypatch.delenv("NBMILL_SERVE_KEY", raising=False)
+    starts = 8
+    for attempt in range(25):  # the race is between a check and a create: give it chances
+        project = tmp_path / f"project-{attempt}"
+        project.mkdir()
+        together = threading.Barrier(starts)
+
+        def start(_, project=project, together=together):
+            together.wait()
+            return load_key(project)
+
+        with ThreadPoolExecutor(starts) as pool:
+            keys = list(pool.map(start, range(starts)))
+        path = project / ".nbmill" / "serve.key"
+        assert {key for key, _ in keys} == {path.read_text().strip()}
+        assert len(keys[0][0]) >= 32 and {source for _, source in keys} == {str(path)}
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert [p.name for p in path.parent.iterdir()] == ["serve.key"]
+
+
+def test_a_chatty_service_is_not_held_up_by_its_output_and_leaves_nothing_open(
+    model, tmp_path, monkeypatch
+):
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where this process's log goes
+    monkeypatch.setenv("PYTHONVERBOSE", "1")  # each import to stderr: far more than a pipe holds
+    running = Server(model["dir"], None, tmp_path)
+    try:
+        running.wait_ready(timeout=45)
+        assert running.post(body(diabetes.FEATURES, [ROW]))[0] == 200
+        assert "import" in running.output()  # what it wrote can be read meanwhile
+    finally:
+        running.stop()
+    assert running.process.stdout is None and running.process.stderr is None  # no pipes
+    assert not [path for path in _open_paths() if path.startswith(str(scratch))]
+    assert list(scratch.iterdir()) == []
+
+
+def _open_paths() -> list[str]:
+    """What this process's file descriptors point at."""
+    paths = []
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            paths.append(os.readlink(fd))
+        except FileNotFoundError:  # the descriptor listing the folder, closed since
+            continue
+    return paths
+
+
+@pytest.fixture(scope="module")
+def failing_package(tmp_path_factory) -> Path:
+    """A package whose model fails when it scores: its last step's coefficients were cut short
+    after it was fitted, so predict raises numpy's shape error."""
+    import mlflow.sklearn
+
+    folder = tmp_path_factory.mktemp("failing")
+    train, _ = diabetes.split(diabetes.load(), test_size=0.2, seed=42)
+    fitted = diabetes.fit(train, alpha=1.0)
+    signature = diabetes.signature(fitted, train)
+    fitted[-1].coef_ = fitted[-1].coef_[:3]
+    mlflow.sklearn.save_model(
+        fitted, str(folder / "model"), signature=signature, pip_requirements=["scikit-learn"]
+    )
+    package_model(folder / "model", folder / "package", ROOT / "environment.yml")
+    return folder / "package"
+
+
+def test_a_model_failure_is_a_generic_500_naming_the_request_and_the_detail_stays_inside(
+    failing_package, tmp_path
+):
+    collect, log = tmp_path / "collected", tmp_path / "serve.log"
+    running = Server(failing_package, collect, tmp_path, log=log)
+    try:
+        running.wait_ready()
+        connection = http.client.HTTPConnection("127.0.0.1", running.port, timeout=10)
+        headers = {"Authorization": f"Bearer {running.key}", "x-request-id": "req-500"}
+        connection.request("POST", "/score", body(diabetes.FEATURES, [ROW]), headers)
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+        connection.close()
+    finally:
+        running.stop()
+    assert response.status == 500 and response.getheader("x-request-id") == "req-500"
+    assert answer == {"error": "scoring failed (request id req-500); the server log has why"}
+    logged = log.read_text()
+    assert "req-500" in logged and "ValueError" in logged and "matmul" in logged
+    (record,) = read_lines(collect)
+    assert record["status"] == 500 and record["correlationid"] == "req-500"
+    assert "ValueError" in record["error"]  # the collection is the operator's, like the log

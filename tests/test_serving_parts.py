@@ -208,9 +208,9 @@ def test_start_up_hashes_each_file_once_and_reads_mlmodel_once(package, tmp_path
 
     monkeypatch.setattr(_hashing, "sha256_file", counting_hash)
     monkeypatch.setattr("nbmill.serving.startup.read_mlmodel", counting_read)
-    config = prepare(str(package), tmp_path)
-    for _ in range(2):  # what two workers do
-        app = build_app(config)
+    with prepare(str(package), tmp_path) as config:
+        for _ in range(2):  # what two workers do
+            app = build_app(config)
     assert sorted(hashed) == sorted(set(hashed))  # no file twice
     assert "model/MLmodel" in hashed and "environment.yml" in hashed
     assert len(read) == 1

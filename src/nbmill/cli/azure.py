@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from nbmill.cli._shared import Command, arg, command, project
@@ -35,11 +37,24 @@ def _report(kind: str, written: Path, problems: list[str]) -> int:
     return 0
 
 
-def _model(ref: str, here: Path) -> tuple[Path, dict]:
+@contextmanager
+def _model(ref: str, here: Path) -> Iterator[tuple[Path, dict]]:
+    """The model's folder and identity, for the ``with`` block (a registered model's download
+    is removed after it)."""
     from nbmill.serving.startup import resolve_model
 
-    folder, _, identity = resolve_model(ref, here)
-    return Path(folder), identity
+    with resolve_model(ref, here) as (folder, _, identity):
+        yield Path(folder), identity
+
+
+def _copy_model(folder: Path, target: Path) -> Path:
+    """A registered model's files beside the dry run's YAML, for as long as the YAML is kept."""
+    import shutil
+
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(folder, target)
+    return target.resolve()
 
 
 @command(
@@ -67,17 +82,22 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
     here = project()
     settings = _settings(args.params)
-    folder, identity = _model(args.model, here)
-    if args.dry_run:
-        rollout = endpoints.plan_rollout(args.endpoint, {}, set(), settings.mirror_percent)
-        out = endpoints.write(rollout, folder, settings, identity, Path(args.dry_run))
-        return _report("endpoint and deployment", out, endpoints.validate(out))
-    from nbmill.azure.settings import Workspace
+    with _model(args.model, here) as (folder, identity):
+        if args.dry_run:
+            out = Path(args.dry_run)
+            if not Path(args.model).is_dir():  # the YAML must not name a download that goes
+                folder = _copy_model(folder, out / "model")
+            rollout = endpoints.plan_rollout(args.endpoint, {}, set(), settings.mirror_percent)
+            endpoints.write(rollout, folder, settings, identity, out)
+            return _report("endpoint and deployment", out, endpoints.validate(out))
+        from nbmill.azure.settings import Workspace
 
-    sample = json.loads(Path(args.sample).read_text()) if args.sample else endpoints.sample(folder)
-    result = endpoints.deploy(
-        Workspace.from_environment(), args.endpoint, folder, settings, identity, sample
-    )
+        sample = (
+            json.loads(Path(args.sample).read_text()) if args.sample else endpoints.sample(folder)
+        )
+        result = endpoints.deploy(
+            Workspace.from_environment(), args.endpoint, folder, settings, identity, sample
+        )
     print(json.dumps(result, indent=1))
     return 0
 

@@ -48,8 +48,8 @@ def cmd_traffic(args: argparse.Namespace) -> int:
     here = project()
     if args.batch < 1:
         raise NbmillError(f"--batch {args.batch}: give 1 or more")
-    folder, _, identity = resolve_registered(args.model, here)
-    columns = list(Signature.from_mlmodel(read_mlmodel(folder), folder).columns)
+    with resolve_registered(args.model, here) as (folder, _, identity):
+        columns = list(Signature.from_mlmodel(read_mlmodel(folder), folder).columns)
     if args.data:
         source = Path(args.data)
     else:

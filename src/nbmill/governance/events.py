@@ -4,7 +4,8 @@
 it to a spool folder for each external sink, and hands it to a background thread that delivers
 it with retries and backoff. A delivered event leaves the spool; one that could not be delivered
 stays there for ``nbmill events retry``. Delivery never fails or blocks a run for long, and no
-event is lost while a sink is down.
+event is lost while a sink is down. A spool file that is not an event (cut short, or edited) is
+kept and named, never deleted, and the other events are still sent.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from nbmill.errors import NbmillError
 from nbmill.governance.ledger import Ledger
 from nbmill.governance.sinks import DeliveryError, azure_devops, webhook
 from nbmill.project.config import ProjectConfig, SinkConfig
+from nbmill.project.secret import EnvRef
 
 # Each nbmill event and its nearest Azure Machine Learning Event Grid event type.
 TYPES: dict[str, str] = {
@@ -79,6 +81,22 @@ class Spool:
         path = self.dir / sink / f"{event['id']}.json"
         write_atomic(path, json.dumps(event, sort_keys=True) + "\n")
         return path
+
+    @staticmethod
+    def read(path: Path) -> dict[str, Any]:
+        """The event spooled at ``path``; NbmillError naming the file if it is not one."""
+        try:
+            event = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            problem = f"not valid JSON ({exc})"
+        else:
+            if isinstance(event, dict) and {"id", "type"} <= set(event):
+                return event
+            problem = "no event id and type in it"
+        raise NbmillError(
+            f"{path}: not a spooled event ({problem}); skipped and kept: look at it, then fix "
+            "or delete it"
+        )
 
     def pending(self) -> list[tuple[str, Path]]:
         if not self.dir.exists():
@@ -137,6 +155,7 @@ class Notifier:
         self.stderr = stderr or sys.stderr
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._reasons: set[str] = set()  # unexpected failures already reported
         self.delivered = 0
         self.failed = 0
 
@@ -166,18 +185,36 @@ class Notifier:
             item = self._queue.get()
             if item is None:
                 return
-            sink, event, path = item
-            try:
-                deliver(sink, event)
-            except DeliveryError as exc:
-                self.failed += 1
-                self.stderr.write(
-                    f"warning: notify '{sink.name}': {event['type']} not delivered ({exc}); "
-                    "kept in the spool, send it later with `nbmill events retry`\n"
-                )
-            else:
-                self.delivered += 1
-                path.unlink(missing_ok=True)
+            self._deliver(*item)
+
+    def _deliver(self, sink: SinkConfig, event: dict[str, Any], path: Path) -> None:
+        """Deliver one event; whatever goes wrong, it stays spooled and the thread goes on."""
+        try:
+            deliver(sink, event)
+        except DeliveryError as exc:
+            self.failed += 1
+            self.stderr.write(
+                f"warning: notify '{sink.name}': {event['type']} not delivered ({exc}); "
+                "kept in the spool, send it later with `nbmill events retry`\n"
+            )
+        except Exception as exc:  # a bug, not a sink being down: later events must still go
+            self.failed += 1
+            self._unexpected(sink, event, exc)
+        else:
+            self.delivered += 1
+            path.unlink(missing_ok=True)
+
+    def _unexpected(self, sink: SinkConfig, event: dict[str, Any], exc: Exception) -> None:
+        """Say so once per reason: the same bug fails every event alike, one line is enough."""
+        reason = _without_secrets(f"{type(exc).__name__}: {exc}", sink)[:300]
+        if reason in self._reasons:
+            return
+        self._reasons.add(reason)
+        self.stderr.write(
+            f"warning: notify '{sink.name}': {event['type']} not delivered, unexpectedly "
+            f"({reason}); kept in the spool, send it later with `nbmill events retry`; "
+            "later events are still sent, and this is said once\n"
+        )
 
     def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
         """Wait (bounded) for deliveries; whatever is left stays in the spool."""
@@ -187,8 +224,18 @@ class Notifier:
             self._thread = None
 
 
+def _without_secrets(text: str, sink: SinkConfig) -> str:
+    """``text`` without the sink's URL and key, which an exception's message may quote."""
+    for secret in (sink.url, sink.api_key):
+        value = secret.value() if isinstance(secret, EnvRef) else secret
+        if value:
+            text = text.replace(value, "<secret>")
+    return text
+
+
 def retry_spooled(config: ProjectConfig) -> tuple[int, list[str]]:
-    """Deliver every spooled event again; returns (delivered, problems)."""
+    """Deliver every spooled event again; returns (delivered, problems). A file that is not
+    an event is a problem, kept and skipped: the others are still delivered."""
     sinks = {s.name: s for s in config.sinks}
     delivered, problems = 0, []
     for name, path in Spool(config.spool_dir).pending():
@@ -196,7 +243,11 @@ def retry_spooled(config: ProjectConfig) -> tuple[int, list[str]]:
         if sink is None:
             problems.append(f"{path.name}: no sink named '{name}' in the configuration; kept")
             continue
-        event = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            event = Spool.read(path)
+        except NbmillError as exc:
+            problems.append(str(exc))
+            continue
         try:
             deliver(sink, event)
         except DeliveryError as exc:

@@ -13,6 +13,7 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -49,46 +50,46 @@ def _request(url: str, body: bytes | None = None, key: str | None = None, timeou
 
 
 class Service:
-    """``nbmill serve`` for a package, started in a child process on a free 127.0.0.1 port."""
+    """``nbmill serve`` for a package, started in a child process on a free 127.0.0.1 port.
+
+    Its output (stdout and stderr together) goes to a file, ``log`` or else a temporary one
+    removed by ``stop``, never to a pipe: a pipe nobody reads fills up (64 KiB on Linux) and
+    then blocks a chatty service in the middle of a write. This process keeps no handle on
+    that file; ``output`` opens it to read, with an offset of its own."""
 
     def __init__(
         self,
-        package_dir: Path,
+        package_dir: Path | str,
         cwd: Path | None = None,
         collect_dir: Path | None = None,
         workers: int = 1,
+        log: Path | None = None,
     ):
         self.port, self.key = free_port(), secrets.token_urlsafe(24)
         self.base = f"http://127.0.0.1:{self.port}"
+        self.log, self._temporary_log = (Path(log), False) if log else (_temporary_log(), True)
         collect = ["--collect-dir", str(collect_dir)] if collect_dir else ["--no-collect"]
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "nbmill",
-                "serve",
-                str(package_dir),
-                "--port",
-                str(self.port),
-                "--workers",
-                str(workers),
-                *collect,
-            ],
-            env={**os.environ, "NBMILL_SERVE_KEY": self.key},
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        command = [sys.executable, "-m", "nbmill", "serve", str(package_dir)]
+        command += ["--port", str(self.port), "--workers", str(workers), *collect]
+        try:
+            with open(self.log, "wb") as output:  # the child has its own handle on it
+                self.process = subprocess.Popen(
+                    command,
+                    env={**os.environ, "NBMILL_SERVE_KEY": self.key},
+                    cwd=cwd,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                )
+        except BaseException:
+            if self._temporary_log:
+                self.log.unlink(missing_ok=True)
+            raise
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
-                raise NbmillError(
-                    f"smoke test: the service did not start: "
-                    f"{self.process.stderr.read().strip()[-500:]}"
-                )
+                raise NbmillError(f"smoke test: the service did not start: {self.output()}")
             try:
                 if _request(f"{self.base}/health", timeout=2)[0] == 200:
                     return
@@ -110,14 +111,30 @@ class Service:
         latency_ms = (time.perf_counter() - began) * 1000
         return np.asarray(json.loads(answer)["predictions"], dtype=float), latency_ms
 
+    def output(self, limit: int = 500) -> str:
+        """The last ``limit`` characters the service wrote."""
+        with open(self.log, "rb") as handle:
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - limit * 4))  # UTF-8: 1-4 bytes
+            return handle.read().decode("utf-8", "replace").strip()[-limit:]
+
     def stop(self) -> int:
-        """SIGTERM, then the exit code (SIGKILL after 30 s)."""
-        self.process.terminate()
+        """SIGTERM, then the exit code (SIGKILL after 30 s); a temporary log is removed."""
         try:
-            return self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+            self.process.terminate()
+            try:
+                return self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                return self.process.wait()
+        finally:
+            if self._temporary_log:
+                self.log.unlink(missing_ok=True)
+
+
+def _temporary_log() -> Path:
+    fd, path = tempfile.mkstemp(prefix="nbmill-serve-", suffix=".log")
+    os.close(fd)
+    return Path(path)
 
 
 def smoke_test(

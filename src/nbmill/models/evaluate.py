@@ -11,7 +11,6 @@ folder).
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from nbmill.governance.events import Notifier
 from nbmill.models import store as st
 from nbmill.models.aliases import AliasMove, move, why
 from nbmill.models.gate import PRODUCTION, STAGING, Decision, gate
-from nbmill.models.registry import download_version, find_candidate
+from nbmill.models.registry import downloaded, find_candidate
 
 GATE_FILE = "gate.json"
 Scorer = Callable[[Path], Mapping[str, float]]
@@ -71,9 +70,8 @@ def evaluate_and_gate(
     production = st.aliases_of(model).get(PRODUCTION)
     production_score = None
     if production is not None:
-        with tempfile.TemporaryDirectory(prefix="nbmill-production-") as tmp:
-            found = st.version(store, name, production)
-            folder = download_version(store, found, Path(tmp) / "model")
+        found = st.version(store, name, production)
+        with downloaded(store, found) as folder:
             production_score = _score(scorer, folder, metric, f"production (v{production})")
     decision = gate(
         name,

@@ -6,11 +6,10 @@ The same package serves locally and, later, on Azure ML: one format, one environ
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
-from nbmill._fs import write_json
+from nbmill._fs import clone_or_copy, write_json
 from nbmill._hashing import compare_hashes, hash_path, tree_digest
 from nbmill.errors import NbmillError
 from nbmill.monitor.profile import BASELINE_FILE
@@ -26,8 +25,9 @@ def package_model(
     target: str = "local",
     model: dict[str, str] | None = None,
 ) -> dict:
-    """Copy the model and environment into ``target_dir`` with a manifest of sha256s, the
-    model's registered ``name`` and ``version`` when given, and its baseline profile's path."""
+    """Copy the model (cloned where the filesystem can, see ``_fs.clone_or_copy``) and environment
+    into ``target_dir`` with a manifest of sha256s, the model's registered ``name`` and
+    ``version`` when given, and its baseline profile's path."""
     if target not in TARGETS:
         raise NbmillError(f"unknown deployment target '{target}' (targets: {', '.join(TARGETS)})")
     model_dir, target_dir, environment = Path(model_dir), Path(target_dir), Path(environment)
@@ -37,7 +37,7 @@ def package_model(
         raise NbmillError(f"{environment}: environment file not found")
     if target_dir.exists():
         shutil.rmtree(target_dir)
-    shutil.copytree(model_dir, target_dir / "model", copy_function=_link_or_copy)
+    shutil.copytree(model_dir, target_dir / "model", copy_function=clone_or_copy)
     shutil.copy2(environment, target_dir / "environment.yml")
     baselines = sorted((target_dir / "model").rglob(BASELINE_FILE))
     manifest = {
@@ -50,15 +50,6 @@ def package_model(
     }
     write_json(target_dir / MANIFEST, manifest)
     return manifest
-
-
-def _link_or_copy(source: str, target: str) -> None:
-    """A hard link where it can be (the run's model and its package are the same bytes: kept
-    once on disk), else a copy. The manifest's sha256s still cover the package's files."""
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
 
 
 def read_manifest(target_dir: str | Path) -> dict:

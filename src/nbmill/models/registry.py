@@ -13,6 +13,12 @@ nbmill run that made it::
                              those files, so the run record, the deploy package and the
                              registry all hold one digest, which ``nbmill serve`` re-checks
 
+A version fetched for reading (serving, traffic, monitoring) is downloaded into a temporary
+folder that lives exactly as long as the caller's ``with`` block (``downloaded``,
+``resolve_registered``). A cache reused across calls would save a download per start, but
+would need its own eviction and locking between processes, and its files could change between
+the check and the use; a model is small, and each start checks its files anyway.
+
 This module imports MLflow (seconds), so only what needs the registry imports it; a notebook
 that does has it preloaded by its warm kernel. The store is
 ``tracking.tracking_uri(project_dir)``: ``MLFLOW_TRACKING_URI`` if set, else the project's sqlite.
@@ -20,9 +26,11 @@ that does has it preloaded by its warm kernel. The store is
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -118,12 +126,7 @@ def register_model(
     }
     registered = _create_version(store, model_uri_or_info, name, tags)
     version = str(registered.version)
-    model_dir = Path(model_dir)
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    model_dir.mkdir(parents=True)
-    store.download(name, version, model_dir)
-    digest = tree_digest(model_dir)
+    digest = _replace_with_version(store, name, version, Path(model_dir))
     store.client.set_model_version_tag(name, version, st.TAG_ARTIFACTS, digest)
     data = {
         "model": name,
@@ -145,19 +148,84 @@ def register_model(
     return version
 
 
-def fetch(
-    name: str, version: str | int, dst: str | Path | None = None, project_dir: Path | None = None
-) -> Path:
-    """Download a version's files into ``dst`` (a new temporary folder by default) and check
-    them against the version's ``nbmill.artifacts_sha256`` tag; returns the folder."""
+def _replace_with_version(store: st.Store, name: str, version: str, model_dir: Path) -> str:
+    """Replace ``model_dir`` by the registered version's files; returns their digest.
+
+    The files go to a temporary sibling first (same filesystem, so the swap is two renames),
+    and only a complete download replaces the step's output: a failed one leaves it as it was.
+    """
+    fresh = _sibling(model_dir, "partial")
+    fresh.mkdir(parents=True)
+    try:
+        _download_complete(store, name, version, fresh, model_dir)
+        digest = tree_digest(fresh)
+        _swap_in(fresh, model_dir)
+    except BaseException:
+        shutil.rmtree(fresh, ignore_errors=True)
+        raise
+    return digest
+
+
+def _download_complete(
+    store: st.Store, name: str, version: str, dst: Path, model_dir: Path
+) -> None:
+    """Download the version into ``dst``; NbmillError unless that gives a model (MLflow
+    downloads nothing, quietly, from an artifact location that lost its files)."""
+    problem = None
+    try:
+        store.download(name, version, dst)
+    except (MlflowException, OSError) as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    if problem is None and not (dst / "MLmodel").is_file():
+        problem = "its artifact location holds no MLmodel"
+    if problem:
+        raise NbmillError(
+            f"model '{name}' version {version}: downloading its files failed ({problem}); "
+            f"{model_dir} was left as it was. Check the MLflow store and register the model again"
+        )
+
+
+def _swap_in(fresh: Path, model_dir: Path) -> None:
+    """Put ``fresh`` in the place of ``model_dir``, then remove the old files. If the second
+    rename fails, the old files go back."""
+    if not model_dir.exists():
+        fresh.rename(model_dir)
+        return
+    old = _sibling(model_dir, "old")
+    model_dir.rename(old)
+    try:
+        fresh.rename(model_dir)
+    except OSError:
+        old.rename(model_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _sibling(folder: Path, kind: str) -> Path:
+    """A new name beside ``folder``: hidden, on the same filesystem, used by no one else."""
+    return folder.with_name(f".{folder.name}.{kind}-{secrets.token_hex(6)}")
+
+
+def fetch(name: str, version: str | int, dst: str | Path, project_dir: Path | None = None) -> Path:
+    """Download a version's files into ``dst`` (the caller's folder, replaced if it exists)
+    and check them against the version's ``nbmill.artifacts_sha256`` tag; returns ``dst``."""
     store = st.Store.of(project_dir)
     found = st.version(store, name, version)
     return download_version(store, found, dst)
 
 
-def download_version(store: st.Store, found: Any, dst: str | Path | None = None) -> Path:
+@contextmanager
+def downloaded(store: st.Store, found: Any) -> Iterator[Path]:
+    """The version's checked files in a temporary folder, removed when the block ends."""
+    with tempfile.TemporaryDirectory(prefix="nbmill-model-") as scratch:
+        yield download_version(store, found, Path(scratch) / "model")
+
+
+def download_version(store: st.Store, found: Any, dst: str | Path) -> Path:
+    """Download the version's files into ``dst`` (replaced if it exists) and check their
+    digest against the one recorded at registration; returns ``dst``."""
     name, version = found.name, str(found.version)
-    target = Path(dst) if dst else Path(tempfile.mkdtemp(prefix="nbmill-model-"))
+    target = Path(dst)
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
@@ -234,9 +302,13 @@ def list_models(
     return rows
 
 
-def resolve_registered(ref: str, project_dir: Path) -> tuple[Path, str | None, dict[str, Any]]:
+@contextmanager
+def resolve_registered(
+    ref: str, project_dir: Path
+) -> Iterator[tuple[Path, str | None, dict[str, Any]]]:
     """``NAME@ALIAS`` or ``NAME/VERSION`` (``models:/`` optional) for ``nbmill serve``: the
-    downloaded model folder, the sha256 it must have, and its identity for /health."""
+    downloaded model folder, the sha256 it must have, and its identity for /health. The folder
+    exists inside the ``with`` block only."""
     text = ref.removeprefix("models:/")
     if "@" in text:
         name, alias = text.split("@", 1)
@@ -255,11 +327,11 @@ def resolve_registered(ref: str, project_dir: Path) -> tuple[Path, str | None, d
             raise NbmillError(f"model '{name}' has no version with alias '{alias}'")
     found = st.version(store, name, version)
     expected = (found.tags or {}).get(st.TAG_ARTIFACTS)
-    folder = download_version(store, found)
     identity = {
         "model": name,
         "version": str(version),
         "alias": alias,
         "run_id": (found.tags or {}).get(st.TAG_RUN_ID),
     }
-    return folder, expected, identity
+    with downloaded(store, found) as folder:
+        yield folder, expected, identity

@@ -46,6 +46,18 @@ def window_of(
     return start, end
 
 
+def _registered_baseline(model_name: str, alias: str, project: Path) -> tuple[Profile, str]:
+    """The baseline profile saved with ``model_name@alias``, and that version. The model is
+    downloaded only while its baseline is read."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm, in a kernel
+    from nbmill.models.registry import resolve_registered
+
+    with resolve_registered(f"{model_name}@{alias}", project) as (folder, _, found):
+        return Profile.load(find_baseline(folder)), found.get("version")
+
+
 def check(
     model_name: str,
     alias: str = "production",
@@ -65,15 +77,9 @@ def check(
     limits = thresholds if isinstance(thresholds, Thresholds) else parse_thresholds(thresholds)
     identity: dict[str, Any] = {"model": model_name, "alias": alias}
     if baseline is None:
-        import warnings
-
-        warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm, in a kernel
-        from nbmill.models.registry import resolve_registered
-
-        folder, _, found = resolve_registered(f"{model_name}@{alias}", project)
-        identity["version"] = found.get("version")
-        baseline = find_baseline(folder)
-    profile = Profile.load(baseline)
+        profile, identity["version"] = _registered_baseline(model_name, alias, project)
+    else:
+        profile = Profile.load(baseline)
     start, end = window_of(hours, since, until)
     root = Path(collect_dir)
     root = root if root.is_absolute() else project / root

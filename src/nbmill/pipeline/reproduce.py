@@ -59,20 +59,35 @@ def overrides(original: dict[str, Any]) -> list[str]:
 
 @contextmanager
 def checkout(project_dir: Path, commit: str) -> Iterator[Path]:
-    """A clean worktree of ``commit``, removed afterwards."""
-    where = Path(tempfile.mkdtemp(prefix="nbmill-reproduce-")) / "tree"
-    done = subprocess.run(
-        ["git", "worktree", "add", "--detach", str(where), commit],
-        cwd=project_dir, capture_output=True, text=True,
-    )  # fmt: skip
-    if done.returncode:
-        raise NbmillError(f"git worktree add {commit[:12]}: {done.stderr.strip()}")
+    """A clean worktree of ``commit``, removed afterwards, however the block or the checkout
+    itself ended (the temporary folder included)."""
+    scratch = Path(tempfile.mkdtemp(prefix="nbmill-reproduce-"))
+    where = scratch / "tree"
     try:
-        yield where
+        _add_worktree(project_dir, commit, where)
+        try:
+            yield where
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(where)],
+                           cwd=project_dir, capture_output=True)  # fmt: skip
     finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(where)], cwd=project_dir,
-                       capture_output=True)  # fmt: skip
-        shutil.rmtree(where.parent, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _add_worktree(project_dir: Path, commit: str, where: Path) -> None:
+    """``git worktree add``; NbmillError saying why not, and what to do."""
+    try:
+        done = subprocess.run(
+            ["git", "worktree", "add", "--detach", str(where), commit],
+            cwd=project_dir, capture_output=True, text=True,
+        )  # fmt: skip
+    except FileNotFoundError:
+        raise NbmillError(f"git worktree add {commit[:12]}: git is not installed") from None
+    if done.returncode:
+        raise NbmillError(
+            f"git worktree add {commit[:12]} in {project_dir}: {done.stderr.strip()} "
+            "(fetch that commit into this repository, or reproduce without --at-commit)"
+        )
 
 
 @contextmanager

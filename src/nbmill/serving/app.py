@@ -4,6 +4,11 @@
 /health``, ``GET /metrics``. Each request is parsed and checked (request.py), scored in a batch
 with the requests that arrived with it (batching.py), counted (metrics.py) and collected
 (collect.py).
+
+When the model itself fails, the client gets a generic 500 naming its request id, never the
+exception's text (which can show the model's internals or the data of other requests scored in
+the same batch). The detail goes to the server's log and to the collected record, both the
+operator's, under the same request id.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import time
 import uuid
 import warnings
@@ -27,6 +33,7 @@ MAX_BYTES = 1 << 20
 DRAIN_BYTES = 64 << 20  # the rest of an oversized body is read and dropped, up to this
 DRAIN_S = 10.0  # and for at most this long
 REQUEST_ID_HEADERS = (b"x-request-id", b"x-ms-client-request-id")
+log = logging.getLogger(__name__)
 
 
 def _prediction_json(values: np.ndarray) -> bytes:
@@ -106,7 +113,8 @@ class ScoringApp:
         except Exception as exc:  # a model failure: the service stays up
             status = 500
             error = f"scoring failed: {type(exc).__name__}: {exc}"
-            answer = json.dumps({"error": error}).encode()
+            log.error("request %s: %s", correlation_id, error, exc_info=exc)
+            answer = _failed_answer(correlation_id)
         if unread:  # answer at once, then read the rest, so the client is not reset mid-send
             await _respond_bytes(send, status, answer, b"application/json", correlation_id, True)
             await _drain(receive, unread)
@@ -162,6 +170,12 @@ class ScoringApp:
             chunks.append(chunk)
             if not message.get("more_body"):
                 return b"".join(chunks)
+
+
+def _failed_answer(correlation_id: str) -> bytes:
+    """What a client is told when the model failed: no detail, only where to find it."""
+    message = f"scoring failed (request id {correlation_id}); the server log has why"
+    return json.dumps({"error": message}).encode()
 
 
 def _too_large(what: str, limit: int, unread: int) -> InputError:

@@ -47,6 +47,8 @@ class Scored:
     correlation_id: str
     matrix: np.ndarray | None = None  # the rows scored, in signature order
     predictions: np.ndarray | None = None
+    # Why it was refused, or the model's exception when scoring failed: the client is told
+    # only its request id, but the collection, like the server's log, is the operator's.
     error: str | None = None
     sent: tuple[list[str], list[Any]] | None = None  # a refused request's columns and rows
 

@@ -2,24 +2,30 @@
 
 The parent process does every check (the sha256 of the model's files against what was recorded
 at registration or in the package manifest, the MLmodel signature, the key) and hands the
-result to each worker in the environment; a worker only loads the model.
+result to each worker in the environment; a worker only loads the model. What serving sets up
+lasts as long as it serves: a registered model's download, the environment the workers read,
+and the multiprocess metrics folder are all gone, or as they were, once ``serve`` returns.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import secrets
-import shutil
+import signal
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from nbmill._environ import environ
 from nbmill._hashing import digest_of, tree_digest
 from nbmill.errors import NbmillError
 from nbmill.serving.app import ScoringApp
@@ -53,37 +59,44 @@ class ServeConfig:
         return Signature(tuple(self.columns), tuple(self.types))
 
 
-def resolve_model(ref: str, project_dir: Path) -> tuple[Path, str, dict[str, Any]]:
+@contextmanager
+def resolve_model(ref: str, project_dir: Path) -> Iterator[tuple[Path, str, dict[str, Any]]]:
     """A package folder, an MLflow model folder, or NAME@ALIAS / NAME/VERSION from the MLflow
-    registry: returns (model folder, the sha256 of its files, identity for /health). The files
-    are hashed once, and checked against what was recorded for them where anything was."""
+    registry: yields (model folder, the sha256 of its files, identity for /health). The files
+    are hashed once, and checked against what was recorded for them where anything was. A
+    registered model is downloaded for the ``with`` block only."""
     path = Path(ref)
     if path.is_dir():
-        from nbmill.models.package import MANIFEST, verify_package
-
-        if (path / MANIFEST).exists():  # a package made by the deploy step
-            manifest = verify_package(path)  # every file against the manifest
-            model = {
-                rel.removeprefix(MODEL): digest
-                for rel, digest in manifest["files"].items()
-                if rel.startswith(MODEL)
-            }
-            digest = digest_of(model)
-            if digest != manifest.get("model_sha256"):
-                raise NbmillError(
-                    f"{path / MANIFEST}: model_sha256 does not match the model's files listed "
-                    "in the manifest; the package was changed"
-                )
-            model = manifest.get("model") or {}
-            identity = {"model": model.get("name") or str(path), "version": model.get("version")}
-            return path / "model", digest, {**identity, "package": str(path)}
-        if (path / "MLmodel").exists():
-            return path, tree_digest(path), {"model": str(path)}
-        raise NbmillError(f"{path}: neither a package (package.json) nor an MLflow model (MLmodel)")
+        yield _local_model(path)
+        return
     from nbmill.models.registry import resolve_registered  # imports MLflow: registry refs only
 
-    folder, expected, identity = resolve_registered(ref, project_dir)
-    return folder, expected or tree_digest(folder), identity
+    with resolve_registered(ref, project_dir) as (folder, expected, identity):
+        yield folder, expected or tree_digest(folder), identity
+
+
+def _local_model(path: Path) -> tuple[Path, str, dict[str, Any]]:
+    from nbmill.models.package import MANIFEST, verify_package
+
+    if (path / MANIFEST).exists():  # a package made by the deploy step
+        manifest = verify_package(path)  # every file against the manifest
+        model = {
+            rel.removeprefix(MODEL): digest
+            for rel, digest in manifest["files"].items()
+            if rel.startswith(MODEL)
+        }
+        digest = digest_of(model)
+        if digest != manifest.get("model_sha256"):
+            raise NbmillError(
+                f"{path / MANIFEST}: model_sha256 does not match the model's files listed "
+                "in the manifest; the package was changed"
+            )
+        model = manifest.get("model") or {}
+        identity = {"model": model.get("name") or str(path), "version": model.get("version")}
+        return path / "model", digest, {**identity, "package": str(path)}
+    if (path / "MLmodel").exists():
+        return path, tree_digest(path), {"model": str(path)}
+    raise NbmillError(f"{path}: neither a package (package.json) nor an MLflow model (MLmodel)")
 
 
 def load_key(project_dir: Path) -> tuple[str, str]:
@@ -93,11 +106,29 @@ def load_key(project_dir: Path) -> tuple[str, str]:
         return key, ENV_KEY
     path = project_dir / ".nbmill" / "serve.key"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
+        _create_key(path)
+    key = path.read_text(encoding="utf-8").strip()
+    if not key:
+        raise NbmillError(f"{path}: the key file is empty; delete it and a new key is made")
+    return key, str(path)
+
+
+def _create_key(path: Path) -> None:
+    """Write a new key to ``path`` unless another start made one first (then that one is kept).
+
+    The key is written in full to a private temporary file, then linked to ``path``: a link
+    never replaces a file, and the key file appears whole, so two first starts at once agree on
+    one key and neither reads a half-written one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:  # mkstemp makes it 0600
             handle.write(secrets.token_urlsafe(32) + "\n")
-    return path.read_text(encoding="utf-8").strip(), str(path)
+        os.link(tmp, path)
+    except FileExistsError:
+        pass  # another start made the key first: everyone uses that one
+    finally:
+        os.unlink(tmp)
 
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -112,41 +143,44 @@ def _check_name(kind: str, name: str) -> str:
     return name
 
 
+@contextmanager
 def prepare(
     ref: str,
     project_dir: Path,
     collect_dir: Path | None = None,
     endpoint: str | None = None,
     deployment: str = "local",
-) -> ServeConfig:
-    """Resolve and check the model, read its signature and the key: what every worker gets.
+) -> Iterator[ServeConfig]:
+    """Resolve and check the model, read its signature and the key: what every worker gets,
+    valid inside the ``with`` block (a registered model's download is removed after it).
     Collected data goes to ``collect_dir/<endpoint>/<deployment>/...`` (the endpoint is the
     model's registered name unless given)."""
-    model_dir, digest, identity = resolve_model(ref, project_dir)
-    if endpoint is None:
-        named = identity.get("model", "")
-        endpoint = named if NAME.match(named) else Path(model_dir).resolve().parent.name
-        endpoint = endpoint if NAME.match(endpoint) else "local"
-    mlmodel = read_mlmodel(model_dir)
-    signature = Signature.from_mlmodel(mlmodel, model_dir)
-    key, key_source = load_key(project_dir)
-    return ServeConfig(
-        model_dir=str(Path(model_dir).resolve()),
-        sha256=digest,
-        identity={**identity, "sha256": digest},
-        key=key,
-        collect_dir=str(collect_dir) if collect_dir else None,
-        columns=signature.columns,
-        types=signature.types,
-        sklearn=(mlmodel.get("flavors") or {}).get("sklearn"),
-        key_source=key_source,
-        endpoint=_check_name("endpoint", endpoint),
-        deployment=_check_name("deployment", deployment),
-    )
+    with resolve_model(ref, project_dir) as (model_dir, digest, identity):
+        if endpoint is None:
+            named = identity.get("model", "")
+            endpoint = named if NAME.match(named) else Path(model_dir).resolve().parent.name
+            endpoint = endpoint if NAME.match(endpoint) else "local"
+        mlmodel = read_mlmodel(model_dir)
+        signature = Signature.from_mlmodel(mlmodel, model_dir)
+        key, key_source = load_key(project_dir)
+        yield ServeConfig(
+            model_dir=str(Path(model_dir).resolve()),
+            sha256=digest,
+            identity={**identity, "sha256": digest},
+            key=key,
+            collect_dir=str(collect_dir) if collect_dir else None,
+            columns=signature.columns,
+            types=signature.types,
+            sklearn=(mlmodel.get("flavors") or {}).get("sklearn"),
+            key_source=key_source,
+            endpoint=_check_name("endpoint", endpoint),
+            deployment=_check_name("deployment", deployment),
+        )
 
 
 def build_app(config: ServeConfig) -> ScoringApp:
     """The app for one worker: load the model (checked by the parent) and open the collector."""
+    _log_to_stderr()
     collector = None
     if config.collect_dir:
         identity = config.identity
@@ -161,6 +195,18 @@ def build_app(config: ServeConfig) -> ScoringApp:
         collector = Collector(Path(config.collect_dir), where)
     model = _load(Path(config.model_dir), config)
     return ScoringApp(model, config.signature, config.key, collector, config.identity)
+
+
+def _log_to_stderr() -> None:
+    """The service's own log (a failed scoring's detail, say) goes to stderr, beside uvicorn's;
+    once per process, and only if nothing else set up where it goes."""
+    logger = logging.getLogger("nbmill.serving")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 def create_app() -> ScoringApp:
@@ -211,32 +257,76 @@ def serve(
     endpoint: str | None = None,
     deployment: str = "local",
 ) -> None:
-    """Check the model, then run the service until SIGTERM or Ctrl-C."""
+    """Check the model, then run the service until SIGTERM or Ctrl-C. Afterwards the process
+    is as it was: the model's download removed, the environment restored."""
     import uvicorn
 
-    config = prepare(ref, project_dir, collect_dir, endpoint, deployment)
-    os.environ[ENV_CONFIG] = json.dumps(asdict(config))
-    shared = None
-    if workers > 1 and not os.environ.get(MULTIPROC_ENV):  # /metrics sums every worker
-        shared = tempfile.mkdtemp(prefix="nbmill-metrics-")
-        os.environ[MULTIPROC_ENV] = shared
-    announce(
-        f"serving {config.identity.get('model')} (sha256 {config.sha256[:12]}) "
-        f"on http://{host}:{port}"
-    )
+    with _sigterm_after_cleanup() as stopped:
+        with (
+            prepare(ref, project_dir, collect_dir, endpoint, deployment) as config,
+            _worker_environment(config, workers),
+        ):
+            if stopped:  # a SIGTERM during the checks: nothing to serve
+                return
+            _announce(config, host, port, collect_dir, announce)
+            uvicorn.run(
+                "nbmill.serving.startup:create_app",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                log_level="warning",
+                access_log=False,
+                lifespan="on",
+            )
+
+
+def _announce(
+    config: ServeConfig,
+    host: str,
+    port: int,
+    collect_dir: Path | None,
+    announce: Callable[[str], None],
+) -> None:
+    model = config.identity.get("model")
+    announce(f"serving {model} (sha256 {config.sha256[:12]}) on http://{host}:{port}")
     where = Path(collect_dir) / config.endpoint / config.deployment if collect_dir else "nowhere"
     announce(f"key: from {config.key_source}; collecting to {where}")
+
+
+@contextmanager
+def _worker_environment(config: ServeConfig, workers: int) -> Iterator[None]:
+    """The variables the workers read (the config; with several workers, a fresh folder for
+    their shared metrics), set for the block, then restored, the folder removed."""
+    values = {ENV_CONFIG: json.dumps(asdict(config))}
+    if workers > 1 and not os.environ.get(MULTIPROC_ENV):  # /metrics sums every worker
+        with tempfile.TemporaryDirectory(
+            prefix="nbmill-metrics-", ignore_cleanup_errors=True
+        ) as shared:
+            with environ({**values, MULTIPROC_ENV: shared}):
+                yield
+        return
+    with environ(values):
+        yield
+
+
+@contextmanager
+def _sigterm_after_cleanup() -> Iterator[list[int]]:
+    """Hold SIGTERM during the block, then end the process by it.
+
+    uvicorn ends a one-worker service by raising the SIGTERM it caught again once it has shut
+    down, so that the process exits by that signal, as a service manager expects; by default
+    that kills the process on the spot and no ``finally`` runs. Held here until the block has
+    cleaned up, the signal is raised again after it. The list yielded is non-empty once a
+    SIGTERM came. Only the main thread can handle signals: elsewhere nothing is held."""
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: caught.append(signum))
     try:
-        uvicorn.run(
-            "nbmill.serving.startup:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-        )
+        yield caught
     finally:
-        if shared:
-            shutil.rmtree(shared, ignore_errors=True)
+        signal.signal(signal.SIGTERM, previous)
+    if caught:
+        signal.raise_signal(signal.SIGTERM)
