@@ -175,3 +175,154 @@ def test_the_report_of_a_cached_step_links_the_run_that_executed_it(chain):
     assert f'href="../{first["id"]}/html/use.html"' in page
     assert f'href="../{first["id"]}/index.html"' in page
     assert (chain / "runs" / first["id"] / "html" / "use.html").is_file()
+
+
+# --- Steps that write under run_dir without declaring what (a common papermill pattern) ------
+
+INGEST = (
+    "from pathlib import Path\n"
+    "data = Path(run_dir) / 'data'\ndata.mkdir(exist_ok=True)\n"
+    "(data / 'train.csv').write_text(f'x\\n{n}\\n{n + 1}\\n')\n"
+    "(data / 'test.csv').write_text(f'x\\n{n + 2}\\n')"
+)
+FIT = (
+    "import json\nfrom pathlib import Path\n"
+    "rows = (Path(run_dir) / 'data' / 'train.csv').read_text().split()[1:]\n"
+    "model = Path(run_dir) / 'model'\nmodel.mkdir(exist_ok=True)\n"
+    "(model / 'model.json').write_text(json.dumps({'mean': sum(map(int, rows)) / len(rows)}))"
+)
+ASSESS = (
+    "import json\nfrom pathlib import Path\n"
+    "test = (Path(run_dir) / 'data' / 'test.csv').read_text().split()[1:]\n"
+    "mean = json.loads((Path(run_dir) / 'model' / 'model.json').read_text())['mean']\n"
+    "auc = 1 / (1 + abs(int(test[0]) - mean))\n"
+    "report = Path(run_dir) / 'report'\nreport.mkdir(exist_ok=True)\n"
+    "(report / 'score.txt').write_text(f'{auc:.3f} >= {min_auc}')"
+)
+
+
+def papermill_project(project: Path, outputs: dict[str, list[str]] | None = None) -> Path:
+    """ingest -> fit -> assess: notebooks that take run_dir and build their own paths."""
+    write_notebook(project / "notebooks" / "ingest.ipynb", "run_dir = ''\nn = 1", INGEST)
+    write_notebook(project / "notebooks" / "fit.ipynb", "run_dir = ''", FIT)
+    write_notebook(project / "notebooks" / "assess.ipynb", "run_dir = ''\nmin_auc = 0.5", ASSESS)
+    steps = {
+        "ingest": {"notebook": "notebooks/ingest.ipynb"},
+        "fit": {"notebook": "notebooks/fit.ipynb", "needs": ["ingest"]},
+        "assess": {"notebook": "notebooks/assess.ipynb", "needs": ["fit"]},
+    }
+    for name, paths in (outputs or {}).items():
+        steps[name]["outputs"] = paths
+    spec = {"name": "pm", "steps": steps}
+    (project / "pipelines" / "pm.yml").write_text(yaml.safe_dump(spec))
+    return project
+
+
+def run_pm(project: Path, *args: str) -> dict:
+    done = nbmill("run", "pipelines/pm.yml", *args, cwd=project)
+    assert done.returncode == 0, done.stderr
+    newest = sorted(p for p in (project / "runs").iterdir() if (p / "run.json").exists())[-1]
+    return load_run(newest)
+
+
+def written(project: Path, run: dict) -> dict[str, str]:
+    """sha256 of the files the steps wrote (not nbmill's own record files)."""
+    from nbmill._hashing import hash_tree
+    from nbmill.records.runjson import is_record_file
+
+    files = hash_tree(project / "runs" / run["id"])
+    return {rel: digest for rel, digest in files.items() if not is_record_file(rel)}
+
+
+STEP_FILES = {"data/test.csv", "data/train.csv", "model/model.json", "report/score.txt"}
+
+
+def test_steps_that_write_undeclared_files_execute_again_and_every_record_is_complete(project):
+    papermill_project(project)
+    first = run_pm(project)
+    assert first["steps"]["ingest"]["undeclared"].keys() == {"data/train.csv", "data/test.csv"}
+    explained = nbmill("run", "pipelines/pm.yml", "--explain", cwd=project).stdout
+    assert (
+        f"ingest: miss: when it executed in run {first['id']} it wrote files its outputs do "
+        "not declare (data/test.csv, data/train.csv)" in explained
+    )
+    assert "declare them as outputs" in explained
+    second = run_pm(project)
+    assert statuses(second) == {"ingest": "completed", "fit": "completed", "assess": "completed"}
+    assert written(project, second) == written(project, first)
+    assert set(written(project, second)) == STEP_FILES
+    changed = run_pm(project, "-p", "assess.min_auc=0.95")
+    assert statuses(changed) == statuses(second)
+    assert (project / "runs" / changed["id"] / "report" / "score.txt").read_text().endswith("0.95")
+    verified = nbmill("verify", cwd=project)
+    assert verified.returncode == 0 and verified.stdout.count("files match") == 3
+
+
+def test_outputs_declared_as_bare_paths_make_run_dir_notebooks_cacheable(project):
+    papermill_project(
+        project,
+        {"ingest": ["data/train.csv", "data/test.csv"], "fit": ["model"], "assess": ["report"]},
+    )
+    first = run_pm(project)
+    assert all(step["undeclared"] == {} for step in first["steps"].values())
+    second = run_pm(project)
+    assert statuses(second) == {"ingest": "cached", "fit": "cached", "assess": "cached"}
+    assert written(project, second) == written(project, first)
+    assert set(written(project, second)) == STEP_FILES
+    changed = run_pm(project, "-p", "assess.min_auc=0.95")
+    assert statuses(changed) == {"ingest": "cached", "fit": "cached", "assess": "completed"}
+    assert (project / "runs" / changed["id"] / "report" / "score.txt").read_text().endswith("0.95")
+    verified = nbmill("verify", cwd=project)
+    assert verified.returncode == 0 and verified.stdout.count("files match") == 3
+
+
+def test_a_step_that_declares_no_inputs_is_keyed_on_everything_before_it_wrote(project):
+    papermill_project(
+        project,
+        {"ingest": ["data/train.csv", "data/test.csv"], "fit": ["model"], "assess": ["report"]},
+    )
+    run_pm(project)
+    changed = run_pm(project, "-p", "ingest.n=5")
+    assert statuses(changed) == {"ingest": "completed", "fit": "completed", "assess": "completed"}
+    model = json.loads((project / "runs" / changed["id"] / "model" / "model.json").read_text())
+    assert model == {"mean": 5.5}
+
+
+def test_a_step_that_writes_more_than_it_declares_is_not_cached(project):
+    papermill_project(
+        project, {"ingest": ["data/train.csv"], "fit": ["model"], "assess": ["report"]}
+    )
+    first = run_pm(project)
+    assert first["steps"]["ingest"]["undeclared"].keys() == {"data/test.csv"}
+    second = run_pm(project)
+    assert statuses(second) == {"ingest": "completed", "fit": "cached", "assess": "cached"}
+    assert set(written(project, second)) == STEP_FILES
+
+
+def test_outputs_as_a_mapping_or_a_list_of_paths_and_nothing_else(project):
+    from nbmill.errors import SpecError
+    from nbmill.project.spec import load_pipeline
+
+    papermill_project(project, {"ingest": ["data/train.csv", "data"]})
+    steps = load_pipeline(project / "pipelines" / "pm.yml", project).steps
+    assert steps["ingest"].outputs.paths == ("data/train.csv", "data")
+    assert steps["ingest"].outputs.params == {}
+    papermill_project(project, {"ingest": "data/train.csv"})
+    with pytest.raises(SpecError, match="'outputs' must be a mapping .* or a list of paths"):
+        load_pipeline(project / "pipelines" / "pm.yml", project)
+    papermill_project(project, {"ingest": ["../up.csv"]})
+    with pytest.raises(SpecError, match=r"'outputs'\[0\]: '../up.csv' must be a relative path"):
+        load_pipeline(project / "pipelines" / "pm.yml", project)
+
+
+def test_a_damaged_cache_entry_is_a_miss_with_a_warning_naming_it(chain):
+    first = run(chain)
+    entry = chain / "runs" / ".cache" / "chain" / "make" / f"{first['steps']['make']['key']}.json"
+    entry.write_text("{not json")
+    done = nbmill("run", "pipelines/chain.yml", cwd=chain)
+    assert done.returncode == 0, done.stderr
+    assert f"warning: {entry}: unreadable cache entry" in done.stderr
+    assert "Traceback" not in done.stderr
+    newest = sorted(p for p in (chain / "runs").iterdir() if (p / "run.json").exists())[-1]
+    assert statuses(load_run(newest)) == {"make": "completed", "use": "cached"}
+    assert json.loads(entry.read_text())["run_id"] == newest.name  # replaced by the new one

@@ -262,6 +262,49 @@ def test_resume_is_refused_when_code_or_params_changed_or_outputs_were_touched(p
     assert refused.returncode == 1 and "first.txt: sha256 differs" in refused.stderr
 
 
+def test_resume_keeps_only_what_the_completed_steps_wrote(project):
+    first = notebook(
+        project,
+        "first",
+        "from pathlib import Path\nPath(run_dir, 'made.txt').write_text('made')\n"
+        "Path(run_dir, 'notes').mkdir()\nPath(run_dir, 'notes', 'first.txt').write_text('kept')",
+        parameters="run_dir = ''",
+    )
+    second = notebook(
+        project,
+        "second",
+        "from pathlib import Path\nfixed = Path('../fixed').exists()\n"
+        "Path(run_dir, 'half.csv').write_text('a,b\\n1,2\\n' if fixed else 'a,b\\n1,')\n"
+        "if not fixed:\n"
+        "    Path(run_dir, 'notes', 'second.txt').write_text('partial')\n"
+        "    raise RuntimeError('not fixed yet')",
+        parameters="run_dir = ''",
+    )
+    spec = pipeline(
+        project,
+        {
+            "first": {"notebook": first, "outputs": ["made.txt"]},
+            "second": {"notebook": second, "needs": ["first"], "outputs": ["half.csv"]},
+        },
+    )
+    assert nbmill("run", spec, cwd=project).returncode == 1
+    run_dir = only_run(project / "runs")
+    assert (run_dir / "notes" / "second.txt").exists() and (run_dir / "half.csv").exists()
+    failed = load_run(run_dir)["steps"]["second"]
+    assert failed["undeclared"].keys() == {"notes/second.txt"}
+    (project / "fixed").write_text("")
+    done = nbmill("run", spec, "--resume", run_dir.name, cwd=project)
+    assert done.returncode == 0, done.stderr
+    assert not (run_dir / "notes" / "second.txt").exists()  # the failed attempt's leftovers
+    assert (run_dir / "notes" / "first.txt").read_text() == "kept"  # first wrote it, undeclared
+    assert (run_dir / "made.txt").read_text() == "made"
+    assert (run_dir / "half.csv").read_text() == "a,b\n1,2\n"
+    run = load_run(run_dir)
+    assert run["steps"]["first"]["undeclared"].keys() == {"notes/first.txt"}
+    assert "notes/second.txt" not in run["files"]
+    assert nbmill("verify", cwd=project).returncode == 0
+
+
 # --- runs side by side ------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ process that shares no state with any other."""
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime
 
 import pytest
@@ -95,3 +96,55 @@ def test_no_step_sees_what_another_set_and_each_is_its_own_process(project, warm
     for state in states:
         assert not (state["leaked_name"] or state["leaked_env"] or state["leaked_attr"])
     assert (run_dir / "late.txt").read_text() == "wave"
+
+
+BRANCH = (
+    "import json, os, time\nfrom pathlib import Path\nfrom nbmill import tracking\n"
+    "time.sleep(delay)\n"
+    "tracking.log_metrics({'branch': branch})\n"
+    "seen = {'cwd': os.getcwd(), 'step': os.environ['NBMILL_STEP']}\n"
+    "Path(run_dir, f'{name}.json').write_text(json.dumps(seen))"
+)
+THREADED = (
+    "import threading, time\n"
+    "threading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n"
+)
+
+
+@pytest.mark.parametrize("mode", ["forked", "no-warm", "template-refused"])
+def test_parallel_steps_each_get_their_own_folder_and_environment(project, monkeypatch, mode):
+    """A diamond whose branches live in different folders, two at once: each kernel works in
+    its notebook's folder with its own step's environment, and the runner's own working
+    directory never moves (papermill's cwd option would chdir the whole process)."""
+    from nbmill.pipeline.runner import run
+
+    imports = "import threaded\n" if mode == "template-refused" else ""
+    (project / "threaded.py").write_text(THREADED)  # a thread at import: no fork after it
+    monkeypatch.setenv("PYTHONPATH", str(project))
+    write_notebook(project / "notebooks" / "top.ipynb", "x = 1", imports + "y = x")
+    for number, (name, delay) in enumerate([("left", 0.3), ("right", 1.2)], start=1):
+        write_notebook(
+            project / "notebooks" / name / f"{name}.ipynb",
+            f"run_dir = ''\nname = '{name}'\ndelay = {delay}\nbranch = {number}",
+            imports + BRANCH,
+        )
+    write_notebook(project / "notebooks" / "bottom.ipynb", "x = 1", "y = x")
+    steps = {
+        "top": {"notebook": "notebooks/top.ipynb"},
+        "left": {"notebook": "notebooks/left/left.ipynb", "needs": ["top"]},
+        "right": {"notebook": "notebooks/right/right.ipynb", "needs": ["top"]},
+        "bottom": {"notebook": "notebooks/bottom.ipynb", "needs": ["left", "right"]},
+    }
+    spec = project / "pipelines" / "d.yml"
+    spec.write_text(yaml.safe_dump({"name": "d", "steps": steps}))
+    here = os.getcwd()
+    for _ in range(3):
+        record = run(spec, project_dir=project, jobs=2, warm=mode != "no-warm", force=["*"])
+        assert os.getcwd() == here
+        for number, name in enumerate(["left", "right"], start=1):
+            seen = json.loads((record.dir / f"{name}.json").read_text())
+            assert seen == {"cwd": str(project / "notebooks" / name), "step": name}
+            assert record.doc.metrics[f"{name}.branch"] == number
+        left, right = record.step("left"), record.step("right")
+        assert when(left.started_at) < when(right.ended_at)  # they overlapped
+        assert when(right.started_at) < when(left.ended_at)

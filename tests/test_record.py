@@ -35,7 +35,7 @@ def test_a_record_hashes_every_file_but_run_json_and_hidden_files(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "x.csv").write_text("a\n1\n")
     expected = {"data/x.csv": sha256_file(tmp_path / "data" / "x.csv")}
-    assert RunRecord(tmp_path, {}).hash_files() == expected
+    assert RunRecord(tmp_path, None).hash_files() == expected
     assert hash_tree(tmp_path) == {**expected, "run.json": sha256_file(tmp_path / "run.json")}
 
 
@@ -49,13 +49,27 @@ def test_a_new_record_is_saved_as_running_with_an_environment_fingerprint(tmp_pa
     ]
 
 
-def test_a_record_with_a_field_the_format_does_not_know_is_not_saved(tmp_path):
+def test_a_transition_to_a_value_the_format_does_not_know_is_refused_and_not_kept(tmp_path):
     record = RunRecord.create(tmp_path, run_fields())
     before = (record.dir / "run.json").read_text()
-    record.data["steps"]["prep"]["statuss"] = "completed"
-    with pytest.raises(NbmillError, match=r"run.json: not a valid run record: steps.prep.statuss"):
-        record.save()
+    with pytest.raises(NbmillError, match=r"run.json: not a valid run record: steps.prep.status"):
+        record.finish_step("prep", "done", metrics={"rows": 3.0})
     assert (record.dir / "run.json").read_text() == before
+    assert record.step("prep").status == "pending" and record.doc.metrics == {}
+    record.save()
+    assert (record.dir / "run.json").read_text() == before
+
+
+def test_the_record_in_memory_changes_only_through_its_transitions(tmp_path):
+    record = RunRecord.create(tmp_path, run_fields())
+    record.data["status"] = "completed"  # a copy: changing it changes nothing
+    assert record.status == "running"
+    record.start_step("prep")
+    record.finish_step("prep", "completed", outputs={"x.csv": "0" * 64}, metrics={"rows": 3})
+    record.end(None, 2.0)
+    saved = RunRecord.load(record.dir)
+    assert saved.status == "completed" and saved.step("prep").outputs == {"x.csv": "0" * 64}
+    assert saved.doc.metrics == {"prep.rows": 3.0} and saved.step("prep").undeclared == {}
 
 
 def test_a_run_json_of_the_wrong_shape_is_refused_naming_the_field(tmp_path):

@@ -160,9 +160,7 @@ def make_record(
     }
     folder = runs_dir / run_id
     folder.mkdir(parents=True)
-    record = RunRecord(folder, data)
-    record.save()
-    return record
+    return RunRecord.from_data(folder, data).save()
 
 
 def model_event(kind: str, run_id: str, version: str, **data) -> dict:

@@ -32,7 +32,7 @@ def test_the_default_pipeline_loads_in_dependency_order():
     pipeline = load_pipeline(ROOT / "pipelines" / "training.yml")
     assert pipeline.order == ["prep", "train", "evaluate", "deploy"]
     assert pipeline.steps["train"].needs == ("prep",)
-    assert pipeline.steps["train"].inputs == {"train_data": "data/train.csv"}
+    assert pipeline.steps["train"].inputs.params == {"train_data": "data/train.csv"}
     assert pipeline.steps["prep"].notebook == ROOT / "notebooks" / "prep.ipynb"
 
 
@@ -126,7 +126,7 @@ def test_two_steps_cannot_write_the_same_output(project):
             },
         },
     )
-    assert "output 'model/' is also written by step 'a'" in message
+    assert "output 'model' is also written by step 'a' (its output 'model')" in message
 
 
 @pytest.mark.parametrize("path", ["/etc/passwd", "../outside.csv", "data/../../x"])

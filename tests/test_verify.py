@@ -15,10 +15,9 @@ def finished_run(runs_dir, notifier: Notifier, n: int) -> RunRecord:
     """A record as the runner leaves it: completed, files hashed, its final event in the ledger."""
     record = RunRecord.create(runs_dir, run_fields())
     (record.dir / "out.txt").write_text(f"run {n}\n")
-    record.data["status"] = "completed"
-    record.step("prep")["status"] = "completed"
-    record.data["files"] = record.hash_files()
-    record.save()
+    record.finish_step("prep", "completed")
+    record.end(None, 1.0)
+    record.seal()
     notifier.emit("nbmill.run.completed", lifecycle.subject(record), lifecycle.run_finished(record))
     return record
 

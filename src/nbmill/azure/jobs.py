@@ -30,8 +30,7 @@ def _producer(step, path: str, pipeline) -> str:
     from nbmill.project.spec import ancestors
 
     for name in sorted(ancestors(pipeline, step.name)):
-        outputs = pipeline.steps[name].outputs.values()
-        if any(path == out or path.startswith(out.rstrip("/") + "/") for out in outputs):
+        if pipeline.steps[name].outputs.covers(path):
             return name
     raise NbmillError(f"step '{step.name}': no step it needs writes its input {path!r}")
 
@@ -40,13 +39,12 @@ def step_command(
     step, params: dict[str, Any], pipeline, run_id: str, project_dir: Path
 ) -> tuple[str, dict[str, str]]:
     """The shell command of one step, and the inputs it mounts (name -> producer step)."""
-    mounts: dict[str, str] = {}
+    producers = {rel: _producer(step, rel, pipeline) for rel in step.inputs.paths}
+    mounts = {producer: producer for producer in producers.values()}
     paths: dict[str, str] = {}
-    for name, rel in step.inputs.items():
-        producer = _producer(step, rel, pipeline)
-        mounts[producer] = producer
-        paths[name] = f"${{{{inputs.{producer}}}}}/{rel}"
-    for name, rel in step.outputs.items():
+    for name, rel in step.inputs.params.items():
+        paths[name] = f"${{{{inputs.{producers[rel]}}}}}/{rel}"
+    for name, rel in step.outputs.params.items():
         paths[name] = f"${{{{outputs.run}}}}/{rel}"
     notebook = Path(step.notebook).resolve().relative_to(Path(project_dir).resolve()).as_posix()
     executed = f"${{{{outputs.run}}}}/notebooks/{step.name}.ipynb"
@@ -54,9 +52,9 @@ def step_command(
         "set -euo pipefail",
         "mkdir -p ${{outputs.run}}/notebooks ${{outputs.run}}/html",
         *(
-            f"mkdir -p $(dirname {paths[n]})"
-            for n in step.outputs
-            if "." in Path(step.outputs[n]).name
+            f"mkdir -p $(dirname ${{{{outputs.run}}}}/{rel})"
+            for rel in step.outputs.paths
+            if "." in Path(rel).name
         ),
         f"export PYTHONPATH={SOURCE_PATHS} NBMILL_RUN_ID={shlex.quote(run_id)} "
         f"NBMILL_STEP={step.name} NBMILL_RUN_DIR=${{{{outputs.run}}}} NBMILL_PROJECT_DIR=$PWD",

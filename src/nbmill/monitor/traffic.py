@@ -64,7 +64,7 @@ def held_out(run_dir: Path, project_dir: Path, output: str = HELD_OUT) -> Path:
     record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     pipeline = load_pipeline(project_dir / record["pipeline"]["file"], project_dir)
     for step in pipeline.steps.values():
-        rel = step.outputs.get(output)
+        rel = step.outputs.params.get(output)
         if rel is None:
             continue
         path = run_dir / rel

@@ -10,30 +10,37 @@ A step's key is the sha256 of its parts:
   the project folder, such as ``examples/diabetes/nbmill_example``), which the environment
   fingerprint cannot see.
 
+A step's inputs are the files it declares as inputs or, if it declares none, every file the
+steps before it wrote: it may read any of them (through ``run_dir``, say).
+
 After a step succeeds, its key is indexed in ``<runs>/.cache/<pipeline>/<step>/<key>.json``. A
 later run finds it there, checks that the original run's outputs still hash as recorded, and
-then copies them instead of executing the notebook. Steps with side effects beyond their
-outputs say ``cache: false``.
+then copies them (and the step's metrics) instead of executing the notebook. A step is only
+indexed when nbmill knows everything it wrote into the run folder: one that wrote files its
+outputs do not declare (writes.py) is indexed as ``<key>.undeclared.json``, which is a miss that
+names those files. Steps with side effects outside the run folder say ``cache: false``.
 """
 
 from __future__ import annotations
 
 import importlib.machinery
 import json
-import shutil
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nbmill._fs import write_json
+from nbmill._fs import clone_or_copy, write_json
 from nbmill._hashing import hash_path, sha256_text
 from nbmill.pipeline.kernels import notebook_imports
 from nbmill.project.notebook import cell_source, code_cells, read_notebook
+from nbmill.project.spec import Step
 from nbmill.records import runjson
 
 CACHE_DIR = ".cache"
 PARTS = ("code", "params", "inputs", "environment", "modules")
+UNDECLARED = ".undeclared.json"  # the index entry of an execution that wrote undeclared files
 
 
 def canonical(value: Any) -> str:
@@ -75,6 +82,15 @@ def key_of(parts: dict[str, Any]) -> str:
     return sha256_text(canonical({part: parts[part] for part in PARTS}))
 
 
+def step_inputs(step: Step, upstream: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """The input hashes a step is keyed on, from what each step before it wrote (step ->
+    path -> sha256): the files under its declared inputs, or all of them if it declares none."""
+    written = {rel: digest for files in upstream.values() for rel, digest in files.items()}
+    if not step.inputs.paths:
+        return dict(sorted(written.items()))
+    return {rel: digest for rel, digest in sorted(written.items()) if step.inputs.covers(rel)}
+
+
 @dataclass(frozen=True)
 class Hit:
     """A previous execution of the step with the same key, whose outputs are intact."""
@@ -82,15 +98,6 @@ class Hit:
     run_id: str
     run_dir: Path
     entry: dict[str, Any]  # the step's entry in that run's run.json
-
-
-@dataclass(frozen=True)
-class Explanation:
-    step: str
-    key: str | None
-    parts: dict[str, Any] | None
-    hit: Hit | None
-    reason: str
 
 
 class Cache:
@@ -102,20 +109,42 @@ class Cache:
     def has_entries(self, step: str) -> bool:
         """Whether any execution of the step was cached (a cheap look: no key is computed)."""
         folder = self.dir / step
-        return folder.is_dir() and any(folder.iterdir())
+        return folder.is_dir() and any(
+            not p.name.endswith(UNDECLARED) for p in folder.glob("*.json")
+        )
 
     def _entry_path(self, step: str, key: str) -> Path:
         return self.dir / step / f"{key}.json"
 
+    def _undeclared_path(self, step: str, key: str) -> Path:
+        return self.dir / step / f"{key}{UNDECLARED}"
+
     def remember(self, step: str, key: str, run_id: str, parts: dict[str, Any]) -> None:
+        """Index a successful execution that wrote only what the step declares."""
+        self._undeclared_path(step, key).unlink(missing_ok=True)
         write_json(self._entry_path(step, key), {"run_id": run_id, "key": key, "parts": parts})
+
+    def refuse(
+        self, step: str, key: str, run_id: str, parts: dict[str, Any], undeclared: list[str]
+    ) -> None:
+        """Index an execution that wrote files it does not declare: never a hit."""
+        self._entry_path(step, key).unlink(missing_ok=True)
+        entry = {"run_id": run_id, "key": key, "parts": parts, "undeclared": undeclared}
+        write_json(self._undeclared_path(step, key), entry)
 
     def lookup(self, step: str, parts: dict[str, Any], runs_dir: Path) -> tuple[Hit | None, str]:
         """The execution with these key parts whose outputs are intact, or None; and why."""
-        path = self._entry_path(step, key_of(parts))
+        key = key_of(parts)
+        path = self._entry_path(step, key)
         if not path.exists():
+            refused = _read_entry(self._undeclared_path(step, key))
+            if refused is not None:
+                return None, _undeclared_reason(refused)
             return None, self._why_new(step, parts)
-        run_id = json.loads(path.read_text(encoding="utf-8"))["run_id"]
+        found = _read_entry(path)
+        if found is None:
+            return None, f"its index entry {path} cannot be read (see the warning)"
+        run_id = found["run_id"]
         run_dir = Path(runs_dir) / run_id
         try:
             entry = runjson.read(run_dir)["steps"][step]
@@ -130,14 +159,40 @@ class Cache:
         return Hit(run_id, run_dir, entry), f"same key as run {run_id}"
 
     def _why_new(self, step: str, parts: dict[str, Any]) -> str:
-        """Which parts differ from the step's most recent cached execution."""
+        """Which parts differ from the step's most recent execution."""
         folder = self.dir / step
         entries = list(folder.glob("*.json")) if folder.is_dir() else []
         if not entries:
             return "not executed before with these parts (nothing cached for this step)"
-        latest = max(entries, key=lambda p: p.stat().st_mtime_ns)
-        before = json.loads(latest.read_text(encoding="utf-8")).get("parts") or {}
+        latest = _read_entry(max(entries, key=lambda p: p.stat().st_mtime_ns)) or {}
+        before = latest.get("parts") or {}
         return "changed since the last cached execution: " + ", ".join(changed(before, parts))
+
+
+def _read_entry(path: Path) -> dict[str, Any] | None:
+    """An index entry, or None if there is none; a damaged one is a miss, with a warning
+    naming the file (the next execution of the step replaces it)."""
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        print(f"warning: {path}: unreadable cache entry ({exc}); a miss", file=sys.stderr)
+        return None
+    if not isinstance(entry, dict) or not isinstance(entry.get("run_id"), str):
+        print(f"warning: {path}: not a cache entry (no run_id); a miss", file=sys.stderr)
+        return None
+    return entry
+
+
+def _undeclared_reason(entry: dict[str, Any]) -> str:
+    files = entry.get("undeclared") or []
+    shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+    return (
+        f"when it executed in run {entry['run_id']} it wrote files its outputs do not declare "
+        f"({shown}), which a cached copy could not restore; declare them as outputs "
+        "(a list of paths will do) to cache it"
+    )
 
 
 def changed(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
@@ -155,10 +210,15 @@ def changed(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     return names
 
 
-def copy_outputs(hit: Hit, run_dir: Path) -> dict[str, str]:
-    """Copy a hit's output files into this run; returns their hashes (as recorded)."""
-    for rel in hit.entry.get("outputs") or {}:
+def copy_outputs(hit: Hit, step: str, run_dir: Path) -> dict[str, str]:
+    """Copy a hit's output files, and the metrics the step recorded, into this run; returns
+    the outputs' hashes (as recorded, and checked by ``lookup``)."""
+    files = list(hit.entry.get("outputs") or {})
+    metrics = runjson.metrics_path(hit.run_dir, step)
+    if metrics.is_file():
+        files.append(metrics.relative_to(hit.run_dir).as_posix())
+    for rel in files:
         target = Path(run_dir) / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(hit.run_dir / rel, target)
+        clone_or_copy(hit.run_dir / rel, target)
     return dict(hit.entry.get("outputs") or {})

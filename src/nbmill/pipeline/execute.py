@@ -1,7 +1,9 @@
 """One notebook through papermill: parameters and paths injected, in a fresh kernel.
 
-A kernel started ahead (kernels.py) is handed to papermill as ``km``; otherwise papermill starts
-its own, with the step's environment and IPC sockets in a private folder.
+The step's kernel (kernels.py) is started by nbmill with the step's environment and working
+directory, and handed to papermill as ``km``: papermill's own ``cwd`` option would change the
+whole process's working directory (from a worker thread, with other steps running), and a kernel
+papermill starts inherits the process's environment.
 
 papermill saves the whole notebook when every cell starts and ends. nbmill's engine saves it
 when execution starts, when a cell raises, at the end, and otherwise at most every
@@ -10,17 +12,13 @@ when execution starts, when a cell raises, at the end, and otherwise at most eve
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from nbmill._environ import environ
-from nbmill.pipeline.kernels import KERNEL, KernelStart
-from nbmill.project.notebook import declared_parameters
-from nbmill.project.params import RUN_DIR
+from nbmill.pipeline.kernels import KERNEL
 from nbmill.project.secret import install_papermill_translator
 from nbmill.project.spec import Step
 
@@ -97,49 +95,24 @@ def _register_engine() -> None:
     papermill_engines.register(ENGINE, ThrottledEngine)
 
 
-def execute_notebook(
-    step: Step,
-    values: dict[str, Any],
-    run_dir: Path,
-    output: Path,
-    env: dict[str, str],
-    kernel: KernelStart | None,
-) -> None:
-    """Run ``step``'s notebook into ``output``; raises StepFailure (the partial notebook, with
-    papermill's error marker, is written all the same). The kernel is the caller's to shut
-    down."""
+def execute_notebook(step: Step, parameters: dict[str, Any], output: Path, km: Any) -> None:
+    """Run ``step``'s notebook with ``parameters`` in the started kernel ``km``, into
+    ``output``; raises StepFailure (the partial notebook, with papermill's error marker, is
+    written all the same). The kernel is the caller's to shut down."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
-    from traitlets.config import Config
 
-    install_papermill_translator()  # ${env:NAME} values are injected as os.environ lookups
-    _register_engine()
-    paths = {name: str(run_dir / rel) for name, rel in {**step.inputs, **step.outputs}.items()}
-    if RUN_DIR in declared_parameters(step.notebook):
-        paths[RUN_DIR] = str(run_dir)
-    for rel in step.outputs.values():
-        (run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-    options: dict[str, Any] = dict(
-        parameters={**values, **paths},
-        kernel_name=KERNEL,
-        engine_name=ENGINE,
-        cwd=str(step.notebook.parent),
-        progress_bar=False,
-        log_output=False,
-    )
     try:
-        km = kernel.take() if kernel is not None else None
-        if km is not None:  # started ahead with this step's environment and folder
-            papermill.execute_notebook(str(step.notebook), str(output), km=km, **options)
-        else:  # papermill starts the kernel: it inherits this process's environment, so set it
-            with environ(env), tempfile.TemporaryDirectory(prefix="nbmill-kernel-") as sockets:
-                ipc = {"transport": "ipc", "ip": f"{sockets}/kernel"}  # no TCP port
-                papermill.execute_notebook(
-                    str(step.notebook),
-                    str(output),
-                    config=Config({"KernelManager": ipc}),
-                    **options,
-                )
+        papermill.execute_notebook(
+            str(step.notebook),
+            str(output),
+            parameters=parameters,
+            kernel_name=KERNEL,
+            engine_name=ENGINE,
+            km=km,
+            progress_bar=False,
+            log_output=False,
+        )
     except PapermillExecutionError as exc:
         raise StepFailure(exc.ename, first_line(exc.evalue), cell=exc.exec_count) from None
     except Exception as exc:  # the kernel died, timed out, or would not start
@@ -161,3 +134,5 @@ def preload_runtime() -> None:
     from jupyter_client.kernelspec import KernelSpecManager
 
     KernelSpecManager().get_kernel_spec(KERNEL)  # imports ipykernel's kernelspec
+    install_papermill_translator()  # ${env:NAME} values are injected as os.environ lookups
+    _register_engine()

@@ -57,11 +57,14 @@ class ConsoleProgress:
             )
 
     def _tick(self) -> None:
+        """The live line, while any step runs; the thread ends when none does (the next step
+        to start starts another)."""
         while True:
             time.sleep(0.25)
             with self._lock:
                 if not self._running:
-                    continue
+                    self._ticker = None
+                    return
                 now = time.monotonic()
                 steps = ", ".join(f"{s} {now - t:.1f}s" for s, t in self._running.items())
                 self._write(f"\r\033[Krunning: {steps}  (elapsed {self._elapsed()})")

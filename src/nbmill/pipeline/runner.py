@@ -1,9 +1,11 @@
 """A pipeline run, from the command to the sealed record.
 
-``run`` reads as the story of one run: load and check everything (nothing executes if any
-parameter is wrong), open the record (or reopen it, to resume), execute the steps (scheduler.py),
-then seal the record: report, hashes, the final event, MLflow. However a run ends (completed, a
-failed step, SIGINT or SIGTERM) the record is sealed; only SIGKILL leaves it ``running``, and
+``run`` reads as the story of one run: plan (load and check everything: nothing executes if
+any parameter is wrong), open the record (or reopen it, to resume), execute the steps
+(scheduler.py), then seal the record: report, hashes, the final event, MLflow. However a run
+ends (completed, a failed step, SIGINT or SIGTERM, a bug in the runner, a record that cannot be
+sealed) it gets a final status and a final event, and what it started (the fork-server template,
+the notifier's delivery thread) is stopped; only SIGKILL leaves it ``running``, and
 ``nbmill runs`` then shows it as abandoned.
 """
 
@@ -14,7 +16,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +28,10 @@ from nbmill.pipeline import cache, lifecycle
 from nbmill.pipeline.forkserver import ForkServer, why_not_available
 from nbmill.pipeline.interrupts import Interrupts
 from nbmill.pipeline.kernels import notebook_imports
+from nbmill.pipeline.plan import ALL, Plan, explain, plan
 from nbmill.pipeline.progress import Progress, SilentProgress
-from nbmill.pipeline.scheduler import Scheduler, cpu_count, key_parts
-from nbmill.project.config import ProjectConfig, load_config
-from nbmill.project.params import ParamsFile, load_params_file, resolve_params, step_settings
-from nbmill.project.spec import Pipeline, Settings, find_project_dir, load_pipeline
+from nbmill.pipeline.scheduler import Scheduler, cpu_count
+from nbmill.records import runjson
 from nbmill.records.archive import log_to_mlflow
 from nbmill.records.provenance import who
 from nbmill.records.record import RunRecord
@@ -38,40 +39,7 @@ from nbmill.records.report import write_run_page
 from nbmill.records.review import find_run, run_state
 from nbmill.records.runjson import DONE
 
-ALL = "*"  # --force with no step names: every step
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Everything a run needs, loaded and checked before anything executes."""
-
-    project: Path
-    pipeline: Pipeline
-    params_file: ParamsFile | None
-    config: ProjectConfig
-    resolved: dict[str, dict[str, Any]]
-    settings: dict[str, Settings]
-
-
-def plan(
-    pipeline_path: str | Path,
-    params_path: str | Path | None = None,
-    overrides: Iterable[str] = (),
-    runs_dir: str | Path | None = None,
-    project_dir: str | Path | None = None,
-) -> Plan:
-    project = Path(project_dir).resolve() if project_dir else find_project_dir(Path(pipeline_path))
-    pipeline = load_pipeline(pipeline_path, project)
-    params_file = load_params_file(params_path) if params_path else None
-    config = load_config(project, Path(runs_dir) if runs_dir else None)
-    return Plan(
-        project,
-        pipeline,
-        params_file,
-        config.with_params_file(params_file),
-        resolve_params(pipeline, params_file, overrides),
-        step_settings(pipeline, params_file),
-    )
+__all__ = ["ALL", "Plan", "explain", "plan", "run"]
 
 
 def run(
@@ -95,63 +63,37 @@ def run(
     ``jobs``: steps at once (default: the CPUs). ``force``: steps to execute even when the cache
     has them (``*`` for all). ``resume``: a run to continue from its first step that did not
     complete. ``warm``: kernels forked from a template, or started one step ahead.
-    ``reproduces``: the id of the run this one re-executes (recorded in run.json).
+    ``notifier``: where events go (default: one for the project, closed at the end; one given
+    is the caller's to close). ``reproduces``: the id of the run this one re-executes.
     """
     p = plan(pipeline_path, params_path, overrides, runs_dir, project_dir)
+    forced = p.forced(force)
     jobs = jobs or cpu_count()
-    forced = set(p.pipeline.steps) if ALL in set(force) else set(force)
-    unknown = sorted(forced - set(p.pipeline.steps))
-    if unknown:
-        raise NbmillError(
-            f"--force: unknown step '{unknown[0]}' (steps: {', '.join(p.pipeline.steps)})"
-        )
-    server = start_template(p, warm, forced)  # it imports while the record is opened
-    try:
-        record = reopen_record(p, resume) if resume else open_record(p, reason)
-    except BaseException:
+    with ExitStack() as owned:
+        server = start_template(p, warm, forced)  # it imports while the record is opened
         if server is not None:
-            server.close()
-        raise
-    notifier = notifier or Notifier(p.config)
-    record.data["runner"] = runner_info(warm, jobs)
-    if reproduces:
-        record.data["reproduces"] = reproduces
-    record.save()
-    notifier.emit("nbmill.run.started", lifecycle.subject(record), lifecycle.run_started(record))
-    clock = time.monotonic()
-    with Interrupts() as interrupts:
-        try:
-            scheduler = Scheduler(
-                p.pipeline,
-                p.resolved,
-                p.settings,
-                record,
-                p.project,
-                progress or SilentProgress(),
-                notifier,
-                interrupts,
-                jobs=jobs,
-                warm=warm,
-                force=forced,
-                server=server,
-            )
-            scheduler.run()
-        except BaseException as exc:  # a bug, or a second signal: never leave it "running"
-            record.data["status"] = "failed"
-            record.data["error"] = record.data["error"] or {
-                "step": "(runner)",
-                "type": type(exc).__name__,
-                "message": str(exc) or "interrupted",
-                "cell": None,
-            }
-            raise
-        finally:
-            seal(record, clock, interrupts.signum, p.config.ledger)
-            kind = "completed" if record.status == "completed" else "failed"
-            notifier.emit(
-                f"nbmill.run.{kind}", lifecycle.subject(record), lifecycle.run_finished(record)
-            )
-            notifier.close()
+            owned.callback(server.close)
+        if notifier is None:
+            notifier = Notifier(p.config)
+            owned.callback(notifier.close)
+        record = reopen_record(p, resume) if resume else open_record(p, reason)
+        with Interrupts() as interrupts:
+            clock = time.monotonic()
+            try:
+                record.start(runner_info(warm, jobs), reproduces)
+                notifier.emit(
+                    "nbmill.run.started", lifecycle.subject(record), lifecycle.run_started(record)
+                )
+                scheduler = Scheduler(
+                    p, record, progress or SilentProgress(), notifier, interrupts,
+                    jobs=jobs, warm=warm, force=forced, server=server,
+                )  # fmt: skip
+                scheduler.run()
+            except BaseException as exc:  # a bug, or a second signal: never leave it "running"
+                _fail(record, exc)
+                finish(record, clock, interrupts.signum, p, notifier)
+                raise
+            problem = finish(record, clock, interrupts.signum, p, notifier)
     if interrupts.signum:
         raise RunInterrupted(
             f"run {record.id} interrupted by {interrupts.name}; the partial notebooks are "
@@ -160,13 +102,63 @@ def run(
             run_dir=record.dir,
         )
     if record.status != "completed":
-        error = record.data["error"]
+        error = record.doc.error
         raise RunError(
-            f"run {record.id} failed at step '{error['step']}': {error['type']}: "
-            f"{error['message']}\n  record: {record.dir}",
+            f"run {record.id} failed at step '{error.step}': {error.type}: "
+            f"{error.message}\n  record: {record.dir}",
             run_dir=record.dir,
         )
+    if problem is not None:
+        raise RunError(f"run {record.id}: {problem}\n  record: {record.dir}", run_dir=record.dir)
     return record
+
+
+def _fail(record: RunRecord, exc: BaseException) -> None:
+    try:
+        record.fail(type(exc).__name__, str(exc) or "interrupted")
+    except Exception as problem:  # noqa: BLE001 - the run's own error is the one to raise
+        _warn("the failure could not be recorded", problem)
+
+
+def finish(
+    record: RunRecord, clock: float, signum: int | None, p: Plan, notifier: Notifier
+) -> str | None:
+    """End the run however it went: final status and times, the run page (with the run's
+    lineage as far as the ledger knows it), every file's sha256, MLflow, the final event.
+    Each part is tried even if one before it failed: a page that cannot be written fails the
+    run (its record is incomplete) but the record is still sealed and announced. Returns what
+    went wrong sealing it (None: nothing), and never raises, so it masks no error."""
+    problem = None
+    try:
+        record.end(signum, time.monotonic() - clock)
+        try:
+            ledger = p.config.ledger
+            lineage = _lineage(record, ledger)
+            write_run_page(record.dir, record.data, ledger=ledger, lineage=lineage)
+        except Exception as exc:  # noqa: BLE001 - recorded on the run, which then failed
+            problem = f"the run page could not be written: {type(exc).__name__}: {exc}"
+            record.fail("RecordError", problem)
+        record.seal()
+    except Exception as exc:  # noqa: BLE001 - the final event still goes out
+        problem = problem or f"the record could not be sealed: {type(exc).__name__}: {exc}"
+        _warn("the record could not be sealed", exc)
+    try:
+        log_to_mlflow(record)
+    except Exception as exc:  # the record stands without it; say so, never hide it
+        _warn("could not log the record to MLflow", exc)
+    kind = "completed" if record.status == "completed" else "failed"
+    try:
+        notifier.emit(
+            f"nbmill.run.{kind}", lifecycle.subject(record), lifecycle.run_finished(record)
+        )
+    except Exception as exc:  # noqa: BLE001 - said, and returned
+        problem = problem or f"the final event could not be written: {type(exc).__name__}: {exc}"
+        _warn("the final event could not be written", exc)
+    return problem
+
+
+def _warn(what: str, exc: BaseException) -> None:
+    print(f"warning: {what}: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
 def start_template(p: Plan, warm: bool, forced: set[str]) -> ForkServer | None:
@@ -236,7 +228,9 @@ def _params_ref(p: Plan) -> dict[str, str] | None:
 
 def reopen_record(p: Plan, ref: str) -> RunRecord:
     """The run to resume, checked: same pipeline, params, code and environment, and every
-    completed step's outputs intact. Its other steps go back to pending."""
+    completed step's files intact. Its other steps go back to pending, and the files they left
+    (partial outputs, notebooks, pages) are removed: only what the completed steps wrote
+    stays."""
     from nbmill.records.provenance import environment
 
     data = find_run(p.config.runs_dir, ref)
@@ -245,42 +239,59 @@ def reopen_record(p: Plan, ref: str) -> RunRecord:
     if record.status == "completed":
         raise NbmillError(f"{at}: the run completed; there is nothing to resume")
     if record.status == "running" and run_state(record.data) == "running":
-        raise NbmillError(f"{at}: the run is still running (pid {record.data['runner']['pid']})")
-    if record.data["pipeline"]["sha256"] != sha256_file(p.pipeline.path):
+        raise NbmillError(f"{at}: the run is still running (pid {record.doc.runner.pid})")
+    if record.doc.pipeline.sha256 != sha256_file(p.pipeline.path):
         raise NbmillError(f"{at}: {p.pipeline.path} changed since the run; start a new run")
-    if record.data["params_file"] != _params_ref(p):
+    params_file = record.doc.params_file
+    if (params_file.model_dump() if params_file else None) != _params_ref(p):
         raise NbmillError(f"{at}: the params file is not the one the run used; start a new run")
     fingerprint = environment(p.project)[0]["fingerprint"]
-    if fingerprint != record.data["environment"]["fingerprint"]:
+    if fingerprint != record.doc.environment.fingerprint:
         raise NbmillError(f"{at}: the environment changed since the run; start a new run")
     for name in p.pipeline.order:
         entry = record.step(name)
-        if entry["params"] != p.resolved[name]:
+        if entry.params != p.resolved[name]:
             raise NbmillError(f"{at}: step '{name}': its parameters differ from the run's")
-        recorded = (entry.get("key_parts") or {}).get("code")
+        recorded = (entry.key_parts or {}).get("code")
         if recorded and recorded != cache.code_digest(p.pipeline.steps[name].notebook):
             raise NbmillError(f"{at}: step '{name}': its notebook's code changed since the run")
-        if entry["status"] in DONE:
+        if entry.status in DONE:
+            wrote = {**(entry.outputs or {}), **(entry.undeclared or {})}
             actual = {}
-            for rel in entry.get("outputs") or {}:
+            for rel in wrote:
                 if (record.dir / rel).is_file():
                     actual.update(hash_path(record.dir / rel, record.dir))
-            problem = compare_hashes(record.dir, entry.get("outputs") or {}, actual, "run.json")
+            problem = compare_hashes(record.dir, wrote, actual, "run.json")
             if problem:
                 raise NbmillError(f"{at}: step '{name}' completed, but {problem}")
-    for name in p.pipeline.order:
-        entry = record.step(name)
-        if entry["status"] not in DONE:
-            notebook, params = entry["notebook"], entry["params"]
-            entry.clear()
-            entry.update(status="pending", notebook=notebook, params=params)
-    record.data.update(status="running", error=None, ended_at=None, duration_s=None)
-    record.data.pop("files", None)
-    record.data["resumed"] = [
-        *(record.data.get("resumed") or []),
-        {"at": iso(utcnow()), "who": who()},
-    ]
+    _keep_only_done(record)
+    record.reopen(who())
     return record
+
+
+def _keep_only_done(record: RunRecord) -> None:
+    """Remove from the run folder every file that no completed (or cached) step wrote."""
+    keep = {runjson.RUN_JSON, runjson.ENVIRONMENT_TXT, runjson.MLFLOW_JSON}
+    for name, entry in record.doc.steps.items():
+        if entry.status in DONE:
+            keep |= {*(entry.outputs or {}), *(entry.undeclared or {})}
+            keep |= {
+                path.relative_to(record.dir).as_posix()
+                for path in (
+                    record.notebook_path(name),
+                    record.html_path(name),
+                    record.metrics_path(name),
+                )
+            }
+    for path in sorted(record.dir.rglob("*"), reverse=True):  # files before their folders
+        rel = path.relative_to(record.dir).as_posix()
+        if any(part.startswith(".") for part in rel.split("/")):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            if not any(path.iterdir()) and rel != runjson.NOTEBOOKS:
+                path.rmdir()
+        elif rel not in keep:
+            path.unlink()
 
 
 def _lineage(record: RunRecord, ledger: Path | None) -> dict[str, Any] | None:
@@ -296,83 +307,6 @@ def _lineage(record: RunRecord, ledger: Path | None) -> dict[str, Any] | None:
         print(f"warning: lineage not shown: {type(exc).__name__}: {exc}", file=sys.stderr)
         return None
     return {"target": record.id, "links": [link.as_dict() for link in links]}
-
-
-def seal(record: RunRecord, clock: float, signum: int | None, ledger: Path | None = None) -> None:
-    """The end of every run, however it ended: status, times, report (with the run's lineage
-    as far as the ledger knows it), hashes, MLflow."""
-    for step in record.data["steps"].values():
-        if step["status"] in ("pending", "running"):
-            step["status"] = "skipped"
-    if signum:
-        record.data["status"] = "interrupted"
-        if record.data["error"] is None:
-            record.data["error"] = {
-                "step": "(runner)",
-                "type": "Interrupted",
-                "message": "the run was interrupted before a step failed",
-                "cell": None,
-            }
-    elif record.status == "running":
-        failed = [s for s in record.data["steps"].values() if s["status"] not in (*DONE, "skipped")]
-        record.data["status"] = "failed" if failed or record.data["error"] else "completed"
-    record.data["ended_at"] = iso(utcnow())
-    record.data["duration_s"] = round(time.monotonic() - clock, 3)
-    write_run_page(record.dir, record.data, ledger=ledger, lineage=_lineage(record, ledger))
-    record.data["files"] = record.hash_files()
-    record.save()
-    try:
-        log_to_mlflow(record)
-    except Exception as exc:  # the record stands without it; say so, never hide it
-        print(
-            f"warning: could not log the record to MLflow: {type(exc).__name__}: {exc}",
-            file=sys.stderr,
-        )
-
-
-def explain(p: Plan, force: Iterable[str] = ()) -> list[dict[str, Any]]:
-    """For each step: would it come from the cache, its key and parts, and why. Nothing runs.
-
-    A step's inputs are known only when the steps that make them come from the cache (their
-    outputs are then the cached ones); below a step that executes, the answer is a miss."""
-    from nbmill.records.provenance import environment
-
-    forced = set(p.pipeline.steps) if ALL in set(force) else set(force)
-    index = cache.Cache(p.config.runs_dir, p.pipeline.name)
-    fingerprint = environment(p.project)[0]["fingerprint"]
-    outputs: dict[str, dict[str, str]] = {}
-    lines = []
-    for name in p.pipeline.order:
-        step = p.pipeline.steps[name]
-        line: dict[str, Any] = {"step": name, "hit": False, "key": None, "parts": None}
-        missing = [need for need in step.needs if need not in outputs]
-        if missing:
-            line["reason"] = f"miss: step '{missing[0]}' before it executes, so its inputs change"
-        else:
-            inputs = {}
-            for need in step.needs:
-                inputs.update(outputs[need])
-            wanted = {
-                rel: digest
-                for rel, digest in inputs.items()
-                if any(
-                    rel == r or rel.startswith(r.rstrip("/") + "/") for r in step.inputs.values()
-                )
-            }
-            parts = key_parts(step, p.resolved[name], wanted, fingerprint, p.project)
-            line.update(key=cache.key_of(parts), parts=parts)
-            if not p.settings[name].cache:
-                line["reason"] = "miss: cache: false for this step"
-            elif name in forced:
-                line["reason"] = "miss: --force"
-            else:
-                hit, why = index.lookup(name, parts, p.config.runs_dir)
-                line["hit"] = hit is not None
-                line["reason"] = f"hit: {why}" if hit else f"miss: {why}"
-                if hit:
-                    outputs[name] = dict(hit.entry.get("outputs") or {})
-        lines.append(line)
-    return lines
 
 
 def _rel(path: Path, project: Path) -> str:

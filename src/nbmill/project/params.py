@@ -144,6 +144,20 @@ def resolve_params(
     return resolved
 
 
+def run_folder_parameters(
+    pipeline: Pipeline, declared: Mapping[str, Mapping[str, Parameter]]
+) -> dict[str, dict[str, str]]:
+    """Per step, the parameters the runner sets to paths in the run folder (relative to it;
+    ``.`` is the folder itself): its named inputs and outputs, and ``run_dir`` where the
+    notebook declares it."""
+    paths: dict[str, dict[str, str]] = {}
+    for name, step in pipeline.steps.items():
+        paths[name] = {**step.inputs.params, **step.outputs.params}
+        if RUN_DIR in declared[name]:
+            paths[name][RUN_DIR] = "."
+    return paths
+
+
 def _targets(
     pipeline: Pipeline, layer: Layer, declared: Mapping[str, Mapping[str, Parameter]]
 ) -> dict[str, list[str]]:
@@ -190,7 +204,10 @@ def _targets(
 
 def _io(pipeline: Pipeline, step: str) -> dict[str, str]:
     s = pipeline.steps[step]
-    return {**{k: "an input" for k in s.inputs}, **{k: "an output" for k in s.outputs}}
+    return {
+        **{k: "an input" for k in s.inputs.params},
+        **{k: "an output" for k in s.outputs.params},
+    }
 
 
 def _user_names(known: Mapping[str, Parameter], pipeline: Pipeline, step: str) -> list[str]:

@@ -11,11 +11,17 @@ A pipeline file looks like::
       train:
         notebook: notebooks/train.ipynb
         needs: [prep]
-        inputs: {train_data: data/train.csv}   # must be an output of a step in `needs`
+        inputs: {train_data: data/train.csv}   # must be an output of a step it needs
         params: {alpha: 1.0}
+      report:
+        notebook: notebooks/report.ipynb      # builds its paths from run_dir itself
+        needs: [train]
+        inputs: [data/train.csv]
+        outputs: [report/summary.csv, report/plots]
 
-Inputs and outputs map a notebook parameter name to a path inside the run folder; the runner
-injects the absolute path as that parameter.
+Inputs and outputs are paths inside the run folder, given either as a mapping of notebook
+parameter name to path (the runner injects the absolute path as that parameter) or as a list of
+paths (declared only: for notebooks that take ``run_dir`` and build their paths themselves).
 """
 
 from __future__ import annotations
@@ -68,12 +74,31 @@ class Settings:
 
 
 @dataclass(frozen=True)
+class Files:
+    """A step's inputs, or its outputs: paths inside the run folder (a folder covers every file
+    under it). ``params`` are those passed to the notebook, by parameter name."""
+
+    paths: tuple[str, ...] = ()
+    params: dict[str, str] = field(default_factory=dict)
+
+    def covers(self, rel: str) -> bool:
+        """Whether the file at ``rel`` is one of these paths or lies under one of them."""
+        return any(within(rel, path) for path in self.paths)
+
+
+def within(rel: str, path: str) -> bool:
+    """Whether ``rel`` is ``path`` or lies under the folder ``path`` (POSIX, normalised)."""
+    rel, path = _norm(rel), _norm(path)
+    return rel == path or rel.startswith(path + "/")
+
+
+@dataclass(frozen=True)
 class Step:
     name: str
     notebook: Path
     needs: tuple[str, ...] = ()
-    inputs: dict[str, str] = field(default_factory=dict)
-    outputs: dict[str, str] = field(default_factory=dict)
+    inputs: Files = Files()
+    outputs: Files = Files()
     params: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     settings: Settings = Settings()
@@ -149,8 +174,8 @@ def _parse_step(name: str, body: Any, where: str, project_dir: Path) -> Step:
         name=name,
         notebook=notebook_path,
         needs=tuple(needs),
-        inputs=_paths(body.get("inputs", {}), f"{at}: 'inputs'"),
-        outputs=_paths(body.get("outputs", {}), f"{at}: 'outputs'"),
+        inputs=_files(body.get("inputs", {}), f"{at}: 'inputs'"),
+        outputs=_files(body.get("outputs", {}), f"{at}: 'outputs'"),
         params=_mapping(body.get("params", {}), f"{at}: 'params'"),
         description=str(body.get("description", "")),
         settings=Settings().merged({k: body[k] for k in SETTING_KEYS if k in body}, at),
@@ -161,15 +186,27 @@ def _mapping(value: Any, at: str) -> dict[str, Any]:
     return parameter_mapping(value, at, SpecError)
 
 
-def _paths(value: Any, at: str) -> dict[str, str]:
+def _files(value: Any, at: str) -> Files:
+    """A mapping of parameter name to path, or a list of paths."""
+    if isinstance(value, list):
+        for index, rel in enumerate(value):
+            _check_path(rel, f"{at}[{index}]")
+        return Files(paths=tuple(_norm(rel) for rel in value))
+    if value is not None and not isinstance(value, dict):
+        raise SpecError(f"{at} must be a mapping of notebook parameter to path, or a list of paths")
     mapping = _mapping(value, at)
     for key, rel in mapping.items():
-        if not isinstance(rel, str) or not rel:
-            raise SpecError(f"{at}: '{key}' must be a path inside the run folder")
-        posix = PurePosixPath(rel)
-        if posix.is_absolute() or ".." in posix.parts:
-            raise SpecError(f"{at}: '{key}': '{rel}' must be a relative path inside the run folder")
-    return mapping
+        _check_path(rel, f"{at}: '{key}'")
+    params = {key: _norm(rel) for key, rel in mapping.items()}
+    return Files(paths=tuple(params.values()), params=params)
+
+
+def _check_path(rel: Any, at: str) -> None:
+    if not isinstance(rel, str) or not rel:
+        raise SpecError(f"{at} must be a path inside the run folder")
+    posix = PurePosixPath(rel)
+    if posix.is_absolute() or ".." in posix.parts:
+        raise SpecError(f"{at}: '{rel}' must be a relative path inside the run folder")
 
 
 def _check_graph(pipeline: Pipeline) -> None:
@@ -182,7 +219,8 @@ def _check_graph(pipeline: Pipeline) -> None:
                     f"{where}: step '{step.name}': 'needs' names unknown step '{need}' "
                     f"(steps: {known})"
                 )
-        clash = set(step.inputs) & set(step.outputs) | (set(step.params) & _io_names(step))
+        inputs, outputs = set(step.inputs.params), set(step.outputs.params)
+        clash = inputs & outputs | (set(step.params) & (inputs | outputs))
         if clash:
             raise SpecError(
                 f"{where}: step '{step.name}': '{sorted(clash)[0]}' is declared twice "
@@ -194,33 +232,30 @@ def _check_graph(pipeline: Pipeline) -> None:
         raise SpecError(f"{where}: {exc}") from None
     produced: dict[str, str] = {}
     for name in order:
-        step = pipeline.steps[name]
-        for rel in step.outputs.values():
-            key = _norm(rel)
-            if key in produced:
+        for rel in pipeline.steps[name].outputs.paths:
+            other = next((p for p in produced if within(rel, p) or within(p, rel)), None)
+            if other is not None and produced[other] != name:
                 raise SpecError(
                     f"{where}: step '{name}': output '{rel}' is also written by step "
-                    f"'{produced[key]}'"
+                    f"'{produced[other]}' (its output '{other}')"
                 )
-            produced[key] = name
+            produced[rel] = name
     for name in order:
         step = pipeline.steps[name]
+        names = {rel: f"'{param}' ({rel})" for param, rel in step.inputs.params.items()}
         upstream = ancestors(pipeline, name)
-        for param, rel in step.inputs.items():
-            maker = produced.get(_norm(rel))
+        for rel in step.inputs.paths:
+            what = names.get(rel, f"'{rel}'")
+            maker = next((produced[p] for p in produced if within(rel, p)), None)
             if maker is None:
                 raise SpecError(
-                    f"{where}: step '{name}': input '{param}' ({rel}) is not an output of any step"
+                    f"{where}: step '{name}': input {what} is not an output of any step"
                 )
             if maker not in upstream:
                 raise SpecError(
-                    f"{where}: step '{name}': input '{param}' ({rel}) is made by step "
-                    f"'{maker}', which is not in its 'needs'"
+                    f"{where}: step '{name}': input {what} is made by step '{maker}', which is "
+                    "not in its 'needs'"
                 )
-
-
-def _io_names(step: Step) -> set[str]:
-    return set(step.inputs) | set(step.outputs)
 
 
 def _norm(rel: str) -> str:

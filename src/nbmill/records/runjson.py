@@ -10,11 +10,13 @@ A run folder holds::
       metrics/<step>.json    metrics the notebooks recorded
       environment.txt        the installed distributions, one ``name==version`` a line
       mlflow.json            the MLflow run the notebooks logged to
-      <outputs>              whatever the steps declared as outputs
+      <outputs>              whatever the steps wrote: their declared outputs, and any file a
+                             step wrote without declaring it (run.json lists those per step)
 
 Every ``run.json`` nbmill writes is validated against :class:`RunDoc` first, and every one it
 reads is validated on the way in, so a field the code and the format disagree on fails loudly,
-naming the file and the field.
+naming the file and the field. In a running pipeline the record is a ``RunDoc`` in memory,
+changed only through ``records.record.RunRecord``'s methods.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ SCRATCH = "scratch"  # runs/scratch: where a notebook opened on its own writes
 SCHEMA_VERSION = 1
 # What is logged beside the MLflow run: the record without the pipeline's own outputs.
 RECORD_ARTIFACTS = (RUN_JSON, INDEX_HTML, ENVIRONMENT_TXT, HTML, NOTEBOOKS, METRICS)
+# The files nbmill itself writes in a run folder; everything else a step wrote.
+RECORD_FILES = (*RECORD_ARTIFACTS, MLFLOW_JSON)
 
 RunStatus = Literal["running", "completed", "failed", "interrupted"]
 StepStatus = Literal[
@@ -45,7 +49,7 @@ DONE = ("completed", "cached")  # a step whose outputs are there
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class PipelineRef(_Model):
@@ -112,6 +116,10 @@ class StepDoc(_Model):
     duration_s: float | None = None
     inputs: dict[str, str] | None = None
     outputs: dict[str, str] | None = None
+    # Files it wrote (new or changed while it ran) that its outputs do not declare; a step
+    # with any is never taken from the cache. With steps at once, a file another running step
+    # wrote undeclared is listed on both: the safe side.
+    undeclared: dict[str, str] | None = None
     executed: str | None = None
     html: str | None = None
     html_error: str | None = None
@@ -182,6 +190,12 @@ def read(run_dir: Path) -> dict[str, Any]:
 
 def dumps(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2, sort_keys=False) + "\n"
+
+
+def is_record_file(rel: str) -> bool:
+    """Whether the run folder's file at ``rel`` (POSIX) is one nbmill writes, or hidden."""
+    top = rel.split("/", 1)[0]
+    return top in RECORD_FILES or any(part.startswith(".") for part in rel.split("/"))
 
 
 def run_dirs(runs_dir: Path) -> list[Path]:
