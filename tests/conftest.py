@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
+import tempfile
 import threading
+import time
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -129,3 +134,75 @@ def project(tmp_path: Path) -> Path:
     (tmp_path / "pipelines").mkdir()
     (tmp_path / "notebooks").mkdir()
     return tmp_path
+
+
+class ServeProcess:
+    """The real ``nbmill serve`` in a child process on a free 127.0.0.1 port.
+
+    Its output (stdout and stderr together) goes to a file, ``log`` or else a temporary one
+    removed by ``stop``, never to a pipe: a pipe nobody reads fills up (64 KiB on Linux) and
+    then blocks a chatty service in the middle of a write."""
+
+    def __init__(
+        self,
+        model_ref: Path | str,
+        cwd: Path | None = None,
+        collect_dir: Path | None = None,
+        workers: int = 1,
+        log: Path | None = None,
+    ):
+        from nbmill._net import free_port
+
+        self.port, self.key = free_port(), secrets.token_urlsafe(24)
+        self.base = f"http://127.0.0.1:{self.port}"
+        self._temporary_log = log is None
+        if log is None:
+            fd, name = tempfile.mkstemp(prefix="nbmill-serve-", suffix=".log")
+            os.close(fd)
+            log = Path(name)
+        self.log = Path(log)
+        collect = ["--collect-dir", str(collect_dir)] if collect_dir else ["--no-collect"]
+        command = [sys.executable, "-m", "nbmill", "serve", str(model_ref)]
+        command += ["--port", str(self.port), "--workers", str(workers), *collect]
+        with open(self.log, "wb") as output:  # the child has its own handle on it
+            self.process = subprocess.Popen(
+                command,
+                env={**os.environ, "NBMILL_SERVE_KEY": self.key},
+                cwd=cwd,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise AssertionError(f"nbmill serve did not start: {self.output()}")
+            try:
+                with urllib.request.urlopen(f"{self.base}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no answer on {self.base}/health in {timeout}s")
+            time.sleep(0.1)
+
+    def output(self, limit: int = 500) -> str:
+        """The last ``limit`` characters the service wrote."""
+        with open(self.log, "rb") as handle:
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - limit * 4))  # UTF-8: 1-4 bytes
+            return handle.read().decode("utf-8", "replace").strip()[-limit:]
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit code (SIGKILL after 30 s); a temporary log is removed."""
+        try:
+            self.process.terminate()
+            try:
+                return self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                return self.process.wait()
+        finally:
+            if self._temporary_log:
+                self.log.unlink(missing_ok=True)

@@ -550,12 +550,11 @@ def test_a_resolved_registered_model_is_on_disk_only_inside_its_block(
 def test_serving_a_registered_alias_and_sending_it_traffic_leave_no_model_copy_behind(
     three_versions, project, data, scratch, tmp_path
 ):
-    from nbmill.models.deploy import Service
-    from tests.conftest import nbmill
+    from tests.conftest import ServeProcess, nbmill
 
     held_out = tmp_path / "held_out.csv"
     diabetes.save(data.test, held_out)
-    service = Service(f"{three_versions}@production", cwd=project)
+    service = ServeProcess(f"{three_versions}@production", cwd=project)
     try:
         service.wait_ready()
         served = [p for p in scratch.iterdir() if p.name.startswith("nbmill-model-")]

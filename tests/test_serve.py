@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 
 from nbmill._net import free_port
-from nbmill.models.deploy import Service, smoke_test
+from nbmill.models.deploy import smoke_test
 from nbmill.models.package import package_model
 from nbmill.monitor.collected import read_lines
 from nbmill.serving.request import InputError, Signature, parse_request
 from nbmill_example import diabetes
-from tests.conftest import ROOT
+from tests.conftest import ROOT, ServeProcess
 
 KEY = "test-key-0123456789"
 SIG = Signature(tuple(diabetes.FEATURES), ("double",) * len(diabetes.FEATURES))
@@ -89,7 +89,7 @@ def model(tmp_path_factory):
     return {"dir": folder / "package", "fitted": fitted, "test": test}
 
 
-class Server(Service):
+class Server(ServeProcess):
     """The real ``nbmill serve`` (as the deploy step starts it), plus raw requests for tests."""
 
     def __init__(
@@ -502,25 +502,29 @@ def test_first_starts_at_once_all_use_the_one_key_made(tmp_path, monkeypatch):
         assert [p.name for p in path.parent.iterdir()] == ["serve.key"]
 
 
-def test_a_chatty_service_is_not_held_up_by_its_output_and_leaves_nothing_open(
-    model, tmp_path, monkeypatch
-):
-    import tempfile
+def test_the_smoke_test_serves_in_this_process_and_leaves_no_thread_or_socket(model, tmp_path):
+    import shutil
+    import threading
 
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where this process's log goes
-    monkeypatch.setenv("PYTHONVERBOSE", "1")  # each import to stderr: far more than a pipe holds
-    running = Server(model["dir"], None, tmp_path)
-    try:
-        running.wait_ready(timeout=45)
-        assert running.post(body(diabetes.FEATURES, [ROW]))[0] == 200
-        assert "import" in running.output()  # what it wrote can be read meanwhile
-    finally:
-        running.stop()
-    assert running.process.stdout is None and running.process.stderr is None  # no pipes
-    assert not [path for path in _open_paths() if path.startswith(str(scratch))]
-    assert list(scratch.iterdir()) == []
+    from nbmill.errors import NbmillError
+
+    test = model["test"].head(5)
+    rows = test[diabetes.FEATURES].values.tolist()
+    expected = model["fitted"].predict(test[diabetes.FEATURES])
+    threads, sockets = set(threading.enumerate()), _sockets()
+    assert smoke_test(model["dir"], diabetes.FEATURES, rows, expected, cwd=tmp_path)["rows"] == 5
+    assert set(threading.enumerate()) == threads and _sockets() == sockets
+    tampered = tmp_path / "tampered"
+    shutil.copytree(model["dir"], tampered)
+    target = next(p for p in (tampered / "model").rglob("*") if p.name == "MLmodel")
+    target.write_bytes(target.read_bytes() + b"\n")  # as nbmill serve does, the files are checked
+    with pytest.raises(NbmillError, match="smoke test: .*sha256 differs from the package"):
+        smoke_test(tampered, diabetes.FEATURES, rows, expected, cwd=tmp_path)
+    assert set(threading.enumerate()) == threads and _sockets() == sockets
+
+
+def _sockets() -> set[str]:
+    return {path for path in _open_paths() if path.startswith("socket:")}
 
 
 def _open_paths() -> list[str]:

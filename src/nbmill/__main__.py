@@ -1,5 +1,3 @@
-import sys
+from nbmill.cli import console
 
-from nbmill.cli import main
-
-sys.exit(main())
+console()

@@ -36,6 +36,13 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def user_cache(kind: str) -> Path:
+    """nbmill's folder for ``kind`` in the user's cache (``$XDG_CACHE_HOME`` or ~/.cache):
+    answers worth keeping between runs, each safe to lose."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "nbmill" / kind
+
+
 def write_json(path: Path, value: Any, **options: Any) -> None:
     """``value`` as indented JSON (one trailing newline), written atomically."""
     write_atomic(path, json.dumps(value, indent=2, **options) + "\n")

@@ -61,6 +61,14 @@ COMMANDS: list[Command] = []
     ),
 )
 def cmd_run(args: argparse.Namespace) -> int:
+    from nbmill.pipeline.forkserver import started_early
+
+    local = args.backend == "local" and not args.explain
+    with started_early(local and not args.no_warm):  # the template imports while we do
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from nbmill.pipeline.progress import ConsoleProgress
     from nbmill.pipeline.runner import ALL, explain, plan, run
 

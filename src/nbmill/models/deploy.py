@@ -1,19 +1,14 @@
 """Deploy a packaged model to a target after a smoke test over real HTTP (imports MLflow).
 
-``deploy_local``: start ``nbmill serve`` on a free port, score held-out rows, compare with the
-in-process model's predictions, stop it. Only if that passes is ``deployments/local.json``
-replaced and ``nbmill.model.deployed`` emitted; a failed smoke test leaves the previous
-deployment as it was and raises.
+``deploy_local``: serve the package on a free port (the service ``nbmill serve`` runs, in this
+process), score held-out rows, compare with the model's own predictions, stop it. Only if that
+passes is ``deployments/local.json`` replaced and ``nbmill.model.deployed`` emitted; a failed
+smoke test leaves the previous deployment as it was and raises.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import subprocess
-import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +20,6 @@ import numpy as np
 
 from nbmill import tracking
 from nbmill._fs import write_json
-from nbmill._net import free_port
 from nbmill._time import iso, utcnow
 from nbmill.errors import NbmillError
 from nbmill.models import package
@@ -34,7 +28,6 @@ from nbmill.models.registry import find_candidate
 from nbmill.models.store import TAG_GATE_REASON
 from nbmill.records.provenance import who
 
-START_TIMEOUT_S = 120
 TOLERANCE = 1e-9
 
 
@@ -49,94 +42,6 @@ def _request(url: str, body: bytes | None = None, key: str | None = None, timeou
         return response.status, response.read()
 
 
-class Service:
-    """``nbmill serve`` for a package, started in a child process on a free 127.0.0.1 port.
-
-    Its output (stdout and stderr together) goes to a file, ``log`` or else a temporary one
-    removed by ``stop``, never to a pipe: a pipe nobody reads fills up (64 KiB on Linux) and
-    then blocks a chatty service in the middle of a write. This process keeps no handle on
-    that file; ``output`` opens it to read, with an offset of its own."""
-
-    def __init__(
-        self,
-        package_dir: Path | str,
-        cwd: Path | None = None,
-        collect_dir: Path | None = None,
-        workers: int = 1,
-        log: Path | None = None,
-    ):
-        self.port, self.key = free_port(), secrets.token_urlsafe(24)
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log, self._temporary_log = (Path(log), False) if log else (_temporary_log(), True)
-        collect = ["--collect-dir", str(collect_dir)] if collect_dir else ["--no-collect"]
-        command = [sys.executable, "-m", "nbmill", "serve", str(package_dir)]
-        command += ["--port", str(self.port), "--workers", str(workers), *collect]
-        try:
-            with open(self.log, "wb") as output:  # the child has its own handle on it
-                self.process = subprocess.Popen(
-                    command,
-                    env={**os.environ, "NBMILL_SERVE_KEY": self.key},
-                    cwd=cwd,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                )
-        except BaseException:
-            if self._temporary_log:
-                self.log.unlink(missing_ok=True)
-            raise
-
-    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise NbmillError(f"smoke test: the service did not start: {self.output()}")
-            try:
-                if _request(f"{self.base}/health", timeout=2)[0] == 200:
-                    return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                raise NbmillError(f"smoke test: no answer on {self.base}/health in {timeout}s")
-            time.sleep(0.1)
-
-    def score(self, columns: list[str], rows: list[list[float]]) -> tuple[np.ndarray, float]:
-        body = json.dumps({"input_data": {"columns": columns, "data": rows}}).encode()
-        began = time.perf_counter()
-        try:
-            _, answer = _request(f"{self.base}/score", body, self.key)
-        except urllib.error.HTTPError as exc:
-            raise NbmillError(
-                f"smoke test: /score answered {exc.code}: {exc.read()[:300]!r}"
-            ) from None
-        latency_ms = (time.perf_counter() - began) * 1000
-        return np.asarray(json.loads(answer)["predictions"], dtype=float), latency_ms
-
-    def output(self, limit: int = 500) -> str:
-        """The last ``limit`` characters the service wrote."""
-        with open(self.log, "rb") as handle:
-            handle.seek(max(0, os.fstat(handle.fileno()).st_size - limit * 4))  # UTF-8: 1-4 bytes
-            return handle.read().decode("utf-8", "replace").strip()[-limit:]
-
-    def stop(self) -> int:
-        """SIGTERM, then the exit code (SIGKILL after 30 s); a temporary log is removed."""
-        try:
-            self.process.terminate()
-            try:
-                return self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                return self.process.wait()
-        finally:
-            if self._temporary_log:
-                self.log.unlink(missing_ok=True)
-
-
-def _temporary_log() -> Path:
-    fd, path = tempfile.mkstemp(prefix="nbmill-serve-", suffix=".log")
-    os.close(fd)
-    return Path(path)
-
-
 def smoke_test(
     package_dir: Path,
     columns: list[str],
@@ -144,26 +49,42 @@ def smoke_test(
     expected,
     cwd: Path | None = None,
 ) -> dict[str, Any]:
-    """Serve the package on 127.0.0.1, score ``rows``, compare with ``expected``; stop it.
+    """Serve the package on 127.0.0.1, score ``rows`` over HTTP, compare with ``expected``.
 
-    ``expected`` may be a callable computing the predictions: it then runs while the service
-    starts.
-    """
-    service = Service(package_dir, cwd)
+    The service is the one ``nbmill serve`` runs, with the same checks of the package's files
+    (their sha256 against its manifest), signature and key, and the same app, started in this
+    process (``serving_here``): the kernel already holds the model's libraries, which a new
+    interpreter would spend 2-3 s importing. ``expected`` may be a callable computing the
+    predictions."""
+    from nbmill.serving.startup import serving_here
+
+    expected = np.asarray(expected() if callable(expected) else expected, dtype=float)
     try:
-        expected = np.asarray(expected() if callable(expected) else expected, dtype=float)
-        service.wait_ready()
-        served, latency_ms = service.score(columns, rows)
-        if served.shape != expected.shape:
-            raise NbmillError(f"smoke test: {served.shape} predictions, expected {expected.shape}")
-        gap = float(np.max(np.abs(served - expected)))
-        if not gap <= TOLERANCE:
-            raise NbmillError(
-                f"smoke test: served predictions differ by up to {gap:g} from the model's own"
-            )
-        return {"rows": len(rows), "max_abs_diff": gap, "latency_ms": round(latency_ms, 2)}
-    finally:
-        service.stop()
+        with serving_here(str(package_dir), Path(cwd or Path.cwd())) as (base, key):
+            served, latency_ms = _score(base, key, columns, rows)
+    except NbmillError as exc:
+        raise NbmillError(f"smoke test: {exc}") from None
+    if served.shape != expected.shape:
+        raise NbmillError(f"smoke test: {served.shape} predictions, expected {expected.shape}")
+    gap = float(np.max(np.abs(served - expected)))
+    if not gap <= TOLERANCE:
+        raise NbmillError(
+            f"smoke test: served predictions differ by up to {gap:g} from the model's own"
+        )
+    return {"rows": len(rows), "max_abs_diff": gap, "latency_ms": round(latency_ms, 2)}
+
+
+def _score(
+    base: str, key: str, columns: list[str], rows: list[list[float]]
+) -> tuple[np.ndarray, float]:
+    body = json.dumps({"input_data": {"columns": columns, "data": rows}}).encode()
+    began = time.perf_counter()
+    try:
+        _, answer = _request(f"{base}/score", body, key)
+    except urllib.error.HTTPError as exc:
+        raise NbmillError(f"/score answered {exc.code}: {exc.read()[:300]!r}") from None
+    latency_ms = (time.perf_counter() - began) * 1000
+    return np.asarray(json.loads(answer)["predictions"], dtype=float), latency_ms
 
 
 def deploy_local(

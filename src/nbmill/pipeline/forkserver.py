@@ -31,7 +31,9 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from typing import Any
 
 PR_SET_PDEATHSIG = 1
@@ -68,11 +70,32 @@ def _send(message: dict[str, Any]) -> None:
 
 def preload(names: list[str]) -> None:
     """Import each module (or, for ``module.attribute``, the module and the attribute).
-    Warnings raised while importing are not shown: no notebook is there to show them in."""
-    with warnings.catch_warnings():
+    Warnings and what a module prints while it is imported are not shown: no notebook is there
+    to show them in, and the run's own output stays the run's."""
+    with warnings.catch_warnings(), _silenced():
         warnings.simplefilter("ignore")
         for name in names:
             _import(name)
+
+
+@contextmanager
+def _silenced() -> Iterator[None]:
+    """File descriptors 1 and 2 to /dev/null for the block (output written by C code too)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
 
 
 def _import(name: str) -> None:
@@ -143,8 +166,9 @@ def serve() -> int:
         _send({"ready": False, "why": "the parent-death signal cannot be set"})
         return 1
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner decides what an interrupt does
+    import ipykernel.kernelapp  # noqa: F401 - while the runner plans: it may start us early
+
     setup = json.loads(sys.stdin.readline() or "{}")
-    import ipykernel.kernelapp  # noqa: F401
 
     if _threads():
         _send({"ready": False, "why": f"threads running after importing ipykernel: {_threads()}"})
@@ -204,17 +228,18 @@ class ForkServerError(Exception):
 
 
 class ForkServer:
-    """The template process, seen from the runner: start it, fork kernels, learn their exits."""
+    """The template process, seen from the runner: start it, fork kernels, learn their exits.
 
-    def __init__(self, preload: list[str]):
+    It imports ipykernel as soon as it starts, then waits for the list of modules to preload
+    (``preload``), so it can be started before the pipeline is even read."""
+
+    def __init__(self, preload: list[str] | None = None):
         self.process = subprocess.Popen(
             [sys.executable, "-m", "nbmill.pipeline.forkserver"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             start_new_session=True,  # a Ctrl-C in the terminal is the runner's to handle
         )
-        self.process.stdin.write((json.dumps({"preload": preload}) + "\n").encode())
-        self.process.stdin.flush()
         self._lock = threading.Lock()
         self._next = 0
         self._replies: dict[int, Future] = {}
@@ -223,6 +248,8 @@ class ForkServer:
         self._ready: Future = Future()
         self._reader = threading.Thread(target=self._read, name="nbmill-forkserver", daemon=True)
         self._reader.start()
+        if preload is not None:
+            self.preload(preload)
 
     def _read(self) -> None:
         for line in self.process.stdout:
@@ -246,6 +273,12 @@ class ForkServer:
             reply.set_exception(problem)
         with self._exited:
             self._exited.notify_all()
+
+    def preload(self, names: list[str]) -> None:
+        """What to import before forking (once: the template's first line)."""
+        with self._lock:
+            self.process.stdin.write((json.dumps({"preload": names}) + "\n").encode())
+            self.process.stdin.flush()
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> dict[str, Any]:
         """The template's ready message; ForkServerError if it cannot serve."""
@@ -294,6 +327,28 @@ class ForkServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+_early: list[ForkServer] = []  # started by ``started_early``, not yet taken by a run
+
+
+@contextmanager
+def started_early(wanted: bool = True) -> Iterator[None]:
+    """Start a template now, for the run inside the block to take (``take_early``): it imports
+    ipykernel while the runner imports its own modules and plans. Closed at the end of the
+    block if no run took it (the plan failed, or no kernel was needed)."""
+    if wanted and why_not_available() is None:
+        _early.append(ForkServer())
+    try:
+        yield
+    finally:
+        while _early:
+            _early.pop().close()
+
+
+def take_early() -> ForkServer | None:
+    """The template ``started_early`` started, now the caller's to close; None if none."""
+    return _early.pop() if _early else None
 
 
 if __name__ == "__main__":

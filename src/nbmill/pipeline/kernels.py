@@ -6,22 +6,33 @@ ahead, on the other core, with the step's environment and folder, and import the
 notebook imports (nothing else: no cell runs, no name is bound). A forked kernel has those
 imports from the template already and is ready in a fraction of a second. ``nbmill run
 --no-warm`` starts each plain kernel only when its step begins.
+
+What a notebook imports is read from its code; what the code it calls imports on first use
+(a library's lazy imports, say) is learned: when a step ends, its kernel is asked which modules
+it holds, and the next run's template imports those too (``learned_imports``), so the step's
+cells find them loaded instead of importing them on the critical path.
 """
 
 from __future__ import annotations
 
 import ast
 import asyncio
+import hashlib
+import json
 import os
 import signal
 import subprocess
 import tempfile
 import threading
+import time
 import uuid
 from pathlib import Path
+from queue import Empty
 
+from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.provisioning import LocalProvisioner
 
+from nbmill._fs import user_cache, write_json
 from nbmill.pipeline.forkserver import ForkServer
 from nbmill.project.notebook import cell_source, code_cells, read_notebook
 
@@ -63,6 +74,39 @@ def notebook_imports(path: Path) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _learned_path(notebook: Path) -> Path:
+    key = hashlib.sha256(str(Path(notebook).resolve()).encode()).hexdigest()[:32]
+    return user_cache("imports") / f"{key}.json"
+
+
+def learned_imports(notebook: Path) -> list[str]:
+    """The modules the notebook's kernel held when it last ended ([] if never learned, or the
+    note cannot be read): importing them ahead is safe to get wrong, the step imports what is
+    missing itself."""
+    try:
+        found = json.loads(_learned_path(notebook).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    modules = found.get("modules") if isinstance(found, dict) else None
+    return [m for m in modules if isinstance(m, str)] if isinstance(modules, list) else []
+
+
+def remember_imports(notebook: Path, modules: list[str]) -> None:
+    """Note what the notebook's kernel held at its end, for the next run's template."""
+    wanted = sorted(m for m in modules if not m.startswith("__") and m.isascii())
+    try:
+        write_json(_learned_path(notebook), {"notebook": str(notebook), "modules": wanted})
+    except OSError:
+        pass  # no cache folder: nothing learned, nothing lost
+
+
+def preload_list(notebook: Path) -> list[str]:
+    """What the template imports for a notebook: what its code imports, then what its last
+    execution had imported besides."""
+    direct = notebook_imports(notebook)
+    return direct + [m for m in learned_imports(notebook) if m not in set(direct)]
+
+
 def _preload_code(modules: list[str]) -> str:
     """What a plain kernel runs, silently, before the step: the template's preload, inside a
     function so that no name is left behind."""
@@ -73,6 +117,39 @@ def _preload_code(modules: list[str]) -> str:
         f"__nbmill_preload({modules!r})\n"
         "del __nbmill_preload\n"
     )
+
+
+class ReadyClient(AsyncKernelClient):
+    """jupyter_client's client, without the fixed wait in ``wait_for_ready``.
+
+    After the kernel answers ``kernel_info`` (and IOPub is seen to be connected), jupyter_client
+    reads IOPub until it has been quiet for 0.2 s, to throw away what came before. papermill's
+    client matches every message to the request it sent and ignores the rest, so that quiet
+    time is a pure wait: 0.2 s a step. Here what has arrived is read, and nothing waited for."""
+
+    async def wait_for_ready(self, timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
+        while True:
+            self.kernel_info()
+            try:
+                msg = await self.shell_channel.get_msg(timeout=1)
+            except Empty:
+                pass
+            else:
+                if msg["msg_type"] == "kernel_info_reply":
+                    try:  # IOPub is connected once the kernel's status reaches it
+                        await self.iopub_channel.get_msg(timeout=0.2)
+                    except Empty:
+                        pass
+                    else:
+                        self._handle_kernel_info_reply(msg)
+                        break
+            if not await self._async_is_alive():
+                raise RuntimeError("Kernel died before replying to kernel_info")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Kernel didn't respond in {timeout:g} seconds")
+        while await self.iopub_channel.msg_ready():
+            await self.iopub_channel.get_msg(timeout=0)
 
 
 class ForkedProcess:
@@ -162,6 +239,7 @@ class KernelStart:
         km = AsyncKernelManager(
             kernel_name=KERNEL, transport="ipc", ip=f"{self._sockets.name}/kernel"
         )
+        km.client_factory = ReadyClient
         if self.server is not None:
             km.kernel_id = str(uuid.uuid4())
             provisioner = ForkProvisioner(
@@ -184,7 +262,7 @@ class KernelStart:
         try:
             await client.wait_for_ready(timeout=WARM_TIMEOUT_S)
             if self.server is None:  # a forked kernel has the imports already
-                code = _preload_code(notebook_imports(self.notebook))
+                code = _preload_code(preload_list(self.notebook))
                 await client.execute(
                     code, silent=True, store_history=False, reply=True, timeout=WARM_TIMEOUT_S
                 )
@@ -224,6 +302,35 @@ class KernelStart:
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
+
+    def modules(self, timeout: float = 5.0) -> list[str] | None:
+        """The names in the kernel's ``sys.modules`` (None if it cannot say: it died, or did
+        not answer in ``timeout`` seconds). Nothing is bound in the kernel's namespace."""
+        if self.km is None or not self.km.has_kernel:
+            return None
+
+        async def ask() -> list[str] | None:
+            client = self.km.client()
+            client.start_channels()
+            try:
+                reply = await client.execute(
+                    "",
+                    silent=True,
+                    store_history=False,
+                    user_expressions={"m": "'\\n'.join(sorted(__import__('sys').modules))"},
+                    reply=True,
+                    timeout=timeout,
+                )
+            finally:
+                client.stop_channels()
+            found = (reply.get("content") or {}).get("user_expressions", {}).get("m", {})
+            text = (found.get("data") or {}).get("text/plain")
+            return ast.literal_eval(text).split("\n") if isinstance(text, str) else None
+
+        try:
+            return asyncio.run(ask())
+        except Exception:  # noqa: BLE001 - a kernel that cannot say teaches nothing
+            return None
 
     def shutdown(self) -> None:
         """Stop the kernel (politely, then by force) and clean up; never raises: a kernel that

@@ -25,9 +25,9 @@ from nbmill._time import iso, utcnow
 from nbmill.errors import NbmillError, RunError, RunInterrupted
 from nbmill.governance.events import Notifier
 from nbmill.pipeline import cache, lifecycle
-from nbmill.pipeline.forkserver import ForkServer, why_not_available
+from nbmill.pipeline.forkserver import ForkServer, take_early, why_not_available
 from nbmill.pipeline.interrupts import Interrupts
-from nbmill.pipeline.kernels import notebook_imports
+from nbmill.pipeline.kernels import preload_list
 from nbmill.pipeline.plan import ALL, Plan, explain, plan
 from nbmill.pipeline.progress import Progress, SilentProgress
 from nbmill.pipeline.scheduler import Scheduler, cpu_count
@@ -162,18 +162,25 @@ def _warn(what: str, exc: BaseException) -> None:
 
 
 def start_template(p: Plan, warm: bool, forced: set[str]) -> ForkServer | None:
-    """The fork-server template, started now if kernels will be forked and some step will
-    probably execute (one that is never cached, forced, or not cached yet)."""
-    if not warm or why_not_available() is not None:
-        return None
+    """The fork-server template (one started early, if any, else a new one), preloading what
+    the notebooks import, if kernels will be forked and some step will probably execute (one
+    that is never cached, forced, or not cached yet)."""
+    early = take_early()
     index = cache.Cache(p.config.runs_dir, p.pipeline.name)
-    if not any(
-        not p.settings[name].cache or name in forced or not index.has_entries(name)
-        for name in p.pipeline.order
+    if (
+        not warm
+        or why_not_available() is not None
+        or all(
+            p.settings[name].cache and name not in forced and index.has_entries(name)
+            for name in p.pipeline.order
+        )
     ):
+        if early is not None:
+            early.close()
         return None
-    preload = [m for step in p.pipeline.steps.values() for m in notebook_imports(step.notebook)]
-    return ForkServer(preload)
+    server = early or ForkServer()
+    server.preload([m for step in p.pipeline.steps.values() for m in preload_list(step.notebook)])
+    return server
 
 
 def runner_info(warm: bool, jobs: int) -> dict[str, Any]:

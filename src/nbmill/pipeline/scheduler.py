@@ -24,7 +24,7 @@ from nbmill.pipeline import cache, lifecycle
 from nbmill.pipeline.execute import first_line, preload_runtime
 from nbmill.pipeline.forkserver import ForkServer, why_not_available
 from nbmill.pipeline.interrupts import Interrupts
-from nbmill.pipeline.kernels import KernelStart, notebook_imports
+from nbmill.pipeline.kernels import KernelStart, preload_list, remember_imports
 from nbmill.pipeline.plan import Plan
 from nbmill.pipeline.progress import Progress
 from nbmill.pipeline.steps import StepJob, StepResult, execute_step
@@ -183,7 +183,7 @@ class Scheduler:
             preload = []
             for name in self.pipeline.order:
                 if self.record.step(name).status not in DONE:
-                    preload += notebook_imports(self.pipeline.steps[name].notebook)
+                    preload += preload_list(self.pipeline.steps[name].notebook)
             self.server = ForkServer(preload)
         return self.server
 
@@ -260,7 +260,8 @@ class Scheduler:
     def _finish(self, name: str, result: StepResult) -> None:
         self.active.pop(name, None)
         if result.kernel is not None:
-            self.background.submit(result.kernel.shutdown)
+            learn = result.status == "completed"
+            self.background.submit(self._end_kernel, name, result.kernel, learn)
         executed = self.record.notebook_path(name)
         if executed.exists():
             self.pages[name] = self.background.submit(
@@ -300,6 +301,15 @@ class Scheduler:
             self._index(name), total, name, result.status, result.duration_s
         )
         self._announce(name, "completed" if result.status in DONE else "failed")
+
+    def _end_kernel(self, name: str, kernel: KernelStart, learn: bool) -> None:
+        """Shut the step's kernel down; after a success, first note what it had imported, for
+        the next run's template (kernels.learned_imports)."""
+        if learn:
+            modules = kernel.modules()
+            if modules:
+                remember_imports(self.pipeline.steps[name].notebook, modules)
+        kernel.shutdown()
 
     def _undeclared(self, name: str, written: dict[str, str]) -> dict[str, str]:
         """What the step wrote undeclared, less the declared outputs of steps that may have

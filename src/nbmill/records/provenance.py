@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from nbmill._fs import write_json
+from nbmill._fs import user_cache, write_json
 from nbmill._hashing import sha256_text
 
 CI_VARIABLES = ("TF_BUILD", "BUILD_BUILDID", "BUILD_BUILDNUMBER", "SYSTEM_TEAMPROJECT")
@@ -118,7 +118,7 @@ def environment(project_dir: Path) -> tuple[dict[str, Any], list[str]]:
             stamp.append([entry, os.stat(entry).st_mtime_ns])
         except OSError:
             continue
-    cached = _environment_cache() / f"{sha256_text(json.dumps(stamp))}.json"
+    cached = user_cache("environments") / f"{sha256_text(json.dumps(stamp))}.json"
     if cached.is_file():
         try:
             found = json.loads(cached.read_text(encoding="utf-8"))
@@ -139,11 +139,6 @@ def environment(project_dir: Path) -> tuple[dict[str, Any], list[str]]:
     except OSError:
         pass  # no cache folder to write to: compute it each time
     return info, lines
-
-
-def _environment_cache() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "nbmill" / "environments"
 
 
 def provenance(project_dir: Path, reason: str | None) -> dict[str, Any]:

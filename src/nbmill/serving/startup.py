@@ -17,6 +17,7 @@ import secrets
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -150,11 +151,12 @@ def prepare(
     collect_dir: Path | None = None,
     endpoint: str | None = None,
     deployment: str = "local",
+    key: str | None = None,
 ) -> Iterator[ServeConfig]:
     """Resolve and check the model, read its signature and the key: what every worker gets,
     valid inside the ``with`` block (a registered model's download is removed after it).
     Collected data goes to ``collect_dir/<endpoint>/<deployment>/...`` (the endpoint is the
-    model's registered name unless given)."""
+    model's registered name unless given). ``key``: this key instead of the configured one."""
     with resolve_model(ref, project_dir) as (model_dir, digest, identity):
         if endpoint is None:
             named = identity.get("model", "")
@@ -162,7 +164,7 @@ def prepare(
             endpoint = endpoint if NAME.match(endpoint) else "local"
         mlmodel = read_mlmodel(model_dir)
         signature = Signature.from_mlmodel(mlmodel, model_dir)
-        key, key_source = load_key(project_dir)
+        key, key_source = (key, "the caller") if key else load_key(project_dir)
         yield ServeConfig(
             model_dir=str(Path(model_dir).resolve()),
             sha256=digest,
@@ -279,6 +281,47 @@ def serve(
                 access_log=False,
                 lifespan="on",
             )
+
+
+@contextmanager
+def serving_here(ref: str, project_dir: Path, timeout: float = 60.0) -> Iterator[tuple[str, str]]:
+    """The service ``nbmill serve`` runs (the same checks of the model's files, signature and
+    key, the same app, real HTTP), in a thread of this process on a free 127.0.0.1 port, for
+    the ``with`` block; yields its base URL and its key (a new one), nothing collected.
+
+    The deploy step's smoke test uses it: the kernel has the model's libraries imported
+    already, where a new interpreter would spend seconds importing them again."""
+    import socket
+
+    import uvicorn
+
+    key = secrets.token_urlsafe(24)
+    with prepare(ref, project_dir, key=key) as config, socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # bound here, handed over: no other process can take it
+        app = build_app(config)
+        server = uvicorn.Server(
+            uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+        )
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="nbmill-serving", daemon=True
+        )
+        thread.start()
+        try:
+            _wait_started(server, thread, timeout)
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}", key
+        finally:
+            server.should_exit = True
+            thread.join(timeout)
+
+
+def _wait_started(server, thread: threading.Thread, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive():
+            raise NbmillError("the service stopped while starting (its log says why)")
+        if time.monotonic() > deadline:
+            raise NbmillError(f"the service did not start in {timeout:g} s")
+        time.sleep(0.005)
 
 
 def _announce(
