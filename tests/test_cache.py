@@ -46,8 +46,9 @@ def chain(project: Path) -> Path:
     return project
 
 
-def run(project: Path, *args: str) -> dict:
-    done = nbmill("run", "pipelines/chain.yml", *args, cwd=project)
+def run(project: Path, *args: str, pipeline: str = "chain") -> dict:
+    """Run ``pipelines/<pipeline>.yml`` through the real command; the newest run's record."""
+    done = nbmill("run", f"pipelines/{pipeline}.yml", *args, cwd=project)
     assert done.returncode == 0, done.stderr
     newest = sorted(p for p in (project / "runs").iterdir() if (p / "run.json").exists())[-1]
     return load_run(newest)
@@ -219,10 +220,7 @@ def papermill_project(project: Path, outputs: dict[str, list[str]] | None = None
 
 
 def run_pm(project: Path, *args: str) -> dict:
-    done = nbmill("run", "pipelines/pm.yml", *args, cwd=project)
-    assert done.returncode == 0, done.stderr
-    newest = sorted(p for p in (project / "runs").iterdir() if (p / "run.json").exists())[-1]
-    return load_run(newest)
+    return run(project, *args, pipeline="pm")
 
 
 def written(project: Path, run: dict) -> dict[str, str]:

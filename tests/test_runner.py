@@ -18,6 +18,16 @@ from tests.conftest import load_run, nbmill, only_run, write_notebook
 pytestmark = pytest.mark.slow
 
 
+def blocked(project, path: str) -> None:
+    """One step whose notebook makes a folder where the record wants a file (``path``, in
+    the run folder)."""
+    one_step(
+        project,
+        f"from pathlib import Path\n(Path(run_dir) / {path!r}).mkdir(parents=True)",
+        parameters="run_dir = ''",
+    )
+
+
 def one_step(project, *cells: str, parameters: str = "x = 1") -> None:
     write_notebook(project / "notebooks" / "only.ipynb", parameters, *cells)
     spec = {"name": "tiny", "steps": {"only": {"notebook": "notebooks/only.ipynb"}}}
@@ -40,12 +50,7 @@ def test_a_pipeline_that_never_uses_mlflow_never_imports_it(project):
 
 
 def test_a_page_that_cannot_be_rendered_is_recorded_on_its_step_and_the_run_stands(project):
-    # The notebook blocks its own HTML page: a folder where the page would be written.
-    one_step(
-        project,
-        "from pathlib import Path\n(Path(run_dir) / 'html' / 'only.html').mkdir(parents=True)",
-        parameters="run_dir = ''",
-    )
+    blocked(project, "html/only.html")
     done = nbmill("run", "pipelines/tiny.yml", cwd=project)
     assert done.returncode == 0, done.stderr
     run = load_run(only_run(project / "runs"))
@@ -77,12 +82,7 @@ def forkservers_of_this_process() -> list[int]:
 
 
 def test_a_run_page_that_cannot_be_written_still_ends_the_run_with_a_status_and_an_event(project):
-    # The notebook blocks the run page: a folder where index.html would be written.
-    one_step(
-        project,
-        "from pathlib import Path\n(Path(run_dir) / 'index.html').mkdir()",
-        parameters="run_dir = ''",
-    )
+    blocked(project, "index.html")
     done = nbmill("run", "pipelines/tiny.yml", cwd=project)
     assert done.returncode == 1
     assert "the run page could not be written: IsADirectoryError" in done.stderr
