@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 
 import pytest
 
 from nbmill.errors import NbmillError
+from nbmill.governance import sinks
 from nbmill.governance.events import TYPES, Notifier, Spool, filter_events, new_event, retry_spooled
 from nbmill.governance.ledger import verify_ledger
 from nbmill.governance.sinks import azure_devops, webhook
@@ -235,25 +237,73 @@ def test_a_corrupt_spooled_event_is_kept_and_named_and_the_others_are_delivered(
     assert "delivered 2 spooled event(s); 1 still spooled" in done.stdout
 
 
+class BrittleWebhook(webhook.Webhook):
+    """A webhook kind with a bug: an event without a run id fails, and the error quotes the URL."""
+
+    def send(self, event):
+        if "run_id" not in event["data"]:
+            raise RuntimeError(f"no run id to post to {self.url()}")
+        super().send(event)
+
+
 def test_an_unexpected_failure_of_one_delivery_is_said_once_and_later_events_still_go(
     tmp_path, monkeypatch
 ):
     server = Receiver()
     monkeypatch.setenv(HOOK_ENV, server.url)
+    sinks.register("brittle-webhook", BrittleWebhook)
     errors = io.StringIO()
     try:
-        notifier = Notifier(config(tmp_path, hook("teams")), stderr=errors)
-        # The error as text, not the dict the runner sends: no Teams card can be made of it.
+        notifier = Notifier(
+            config(tmp_path, replace(hook(), type="brittle-webhook")), stderr=errors
+        )
         for run in ("r1", "r2"):
             notifier.emit("nbmill.run.failed", f"runs/{run}", {"error": "kernel died"})
         notifier.emit("nbmill.run.completed", "runs/r3", {"who": "ada", "run_id": "r3"})
         notifier.close()
     finally:
         server.close()
+        sinks.KINDS.pop("brittle-webhook")
     (delivered,) = server.received
     assert "runs/r3" in json.dumps(delivered["body"])
     warnings = errors.getvalue().splitlines()
-    assert len(warnings) == 1 and "AttributeError" in warnings[0], warnings
+    assert len(warnings) == 1 and "RuntimeError: no run id to post to <secret>" in warnings[0]
     assert "nbmill events retry" in warnings[0] and "tok-s3cr3t-0042" not in warnings[0]
     assert len(Spool(tmp_path / "runs" / ".spool").pending()) == 2
     assert (notifier.delivered, notifier.failed) == (1, 2)
+
+
+@pytest.mark.parametrize("fmt", ["teams", "slack"])
+def test_a_failure_given_as_text_reaches_teams_and_slack(tmp_path, monkeypatch, fmt):
+    server = Receiver()
+    monkeypatch.setenv(HOOK_ENV, server.url)
+    errors = io.StringIO()
+    try:
+        notifier = Notifier(config(tmp_path, hook(fmt)), stderr=errors)
+        notifier.emit("nbmill.run.failed", "runs/r1", {"error": "kernel died", "who": "ada"})
+        notifier.close()
+    finally:
+        server.close()
+    (got,) = server.received
+    text = json.dumps(got["body"], ensure_ascii=False)
+    assert "nbmill.run.failed: runs/r1 — failed: kernel died — by ada" in text
+    assert errors.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["hooks.example/hook/tok-s3cr3t-0042", "http://127.0.0.1:port/hook/tok-s3cr3t-0042"],
+)
+def test_a_malformed_webhook_url_is_a_delivery_error_naming_the_sink_not_the_url(
+    tmp_path, monkeypatch, address
+):
+    monkeypatch.setenv(HOOK_ENV, address)
+    errors = io.StringIO()
+    cfg = config(tmp_path, hook(retries=0))
+    notifier = Notifier(cfg, stderr=errors)
+    notifier.emit("nbmill.run.failed", "runs/r1", {"run_id": "r1"})
+    notifier.close()
+    (warning,) = errors.getvalue().splitlines()
+    assert f"webhook 'team': {HOOK_ENV} is not an http(s) URL" in warning
+    assert "unexpectedly" not in warning and "tok-s3cr3t-0042" not in warning
+    assert len(Spool(cfg.spool_dir).pending()) == 1 and notifier.failed == 1

@@ -14,17 +14,17 @@ import pytest
 from scipy import stats as sps
 from scipy.spatial import distance
 
+from nbmill.collection import find_baseline
 from nbmill.errors import NbmillError
 from nbmill.monitor import collected, stats
+from nbmill.monitor.checks import window_of
 from nbmill.monitor.profile import (
     MAX_EDGES,
     Profile,
-    find_baseline,
     profile_categorical,
     profile_frame,
     profile_numeric,
 )
-from nbmill.monitor.report import window_of
 from nbmill.monitor.thresholds import Thresholds, thresholds
 from nbmill.monitor.verdict import DRIFT, HEALTH, QUALITY, Monitor, compare
 from nbmill.monitor.window import CategoricalWindow, NumericWindow

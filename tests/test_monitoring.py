@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from nbmill._net import free_port
+from nbmill.collection import read_lines
 from nbmill.governance.ledger import Ledger
-from nbmill.monitor.collected import read_lines
 from tests.conftest import ROOT, load_run, nbmill
 
 pytestmark = pytest.mark.slow

@@ -24,7 +24,9 @@ from nbmill.models import evaluate, registry
 from nbmill.models.gate import gate
 from nbmill.project.config import load_config
 from nbmill.records.provenance import who
+from nbmill.records.record import RunRecord
 from nbmill_example import diabetes
+from tests.conftest import run_fields
 
 GATE = {"metric": "r2", "greater_is_better": True, "min_improvement": 0.0}
 
@@ -256,13 +258,12 @@ def in_run(tmp_path, project, monkeypatch):
     runs = tmp_path / "elsewhere" / "runs"
     run_dir = runs / "20261129T101010101Z-bbbbbb"
     run_dir.mkdir(parents=True)
-    run = {
-        "why": "weekly retrain",
-        "git": {"commit": "feedc0de"},
-        "environment": {"fingerprint": "env-fp"},
-        "params_file": None,
-    }
-    (run_dir / "run.json").write_text(json.dumps(run))
+    git = {"commit": "feedc0de", "dirty": False, "branch": None}
+    fields = run_fields(why="weekly retrain", git=git)
+    environment = {"fingerprint": "env-fp", "distributions": 1, "file": "environment.txt",
+                   "executable": "python"}  # fmt: skip
+    record = {"schema": 1, "id": run_dir.name, "status": "running", **fields}
+    RunRecord.from_data(run_dir, {**record, "environment": environment}).save()
     for key, value in {
         tracking.ENV_RUN_ID: run_dir.name,
         tracking.ENV_RUN_DIR: str(run_dir),

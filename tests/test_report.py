@@ -97,8 +97,11 @@ def make_record(
     """A run folder as the runner leaves it, saved through RunRecord (so run.json is valid)."""
     started = f"{run_id[:4]}-{run_id[4:6]}-{run_id[6:8]}T{run_id[9:11]}:{run_id[11:13]}:00.000Z"
 
-    def step(name: str, params: dict, inputs: dict, outputs: dict, metrics: dict) -> dict:
+    def step(
+        name: str, params: dict, inputs: dict, outputs: dict, metrics: dict, products=None
+    ) -> dict:
         return {
+            **({"products": products} if products else {}),
             "status": "completed",
             "notebook": f"notebooks/{name}.ipynb",
             "params": params,
@@ -121,6 +124,7 @@ def make_record(
                 {"data/train.csv": train_csv},
                 {"model/model.skops": sha("m")},
                 {"model_version": version, "train_r2": 0.5276},
+                {"model": "model"},
             ),
             "evaluate": step(
                 "evaluate",
@@ -128,6 +132,7 @@ def make_record(
                 {"model/model.skops": sha("m")},
                 {"eval/gate.json": sha("g"), "eval/predicted_vs_actual.png": sha("p")},
                 {"candidate_version": version, "promoted": promoted, "test_r2": r2},
+                {"gate": "eval/gate.json"},
             ),
         }
     else:

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 from nbmill._net import free_port
-from nbmill.models.deploy import smoke_test
+from nbmill.collection import read_lines
 from nbmill.models.package import package_model
-from nbmill.monitor.collected import read_lines
+from nbmill.serving.deploy import smoke_test
 from nbmill.serving.request import InputError, Signature, parse_request
 from nbmill_example import diabetes
 from tests.conftest import ROOT, ServeProcess
@@ -321,8 +321,8 @@ def test_a_failed_smoke_test_leaves_the_previous_deployment_and_announces_nothin
     from nbmill.errors import NbmillError
     from nbmill.governance.events import Notifier
     from nbmill.governance.ledger import Ledger
-    from nbmill.models.deploy import deploy_local
     from nbmill.project.config import load_config
+    from nbmill.serving.deploy import deploy_local
 
     deployments = tmp_path / "runs" / "deployments"
     deployments.mkdir(parents=True)

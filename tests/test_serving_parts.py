@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from nbmill import _hashing
+from nbmill.collection import read_lines
 from nbmill.models.package import package_model
-from nbmill.monitor.collected import read_lines
 from nbmill.serving import request as request_module
 from nbmill.serving.batching import Batcher
 from nbmill.serving.collect import Collector, Deployment, Scored

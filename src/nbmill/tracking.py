@@ -7,7 +7,6 @@ MLflow is imported only by ``mlflow_run`` (it takes seconds to import).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -21,7 +20,16 @@ from typing import Any
 from nbmill._fs import write_json
 from nbmill.errors import NbmillError
 from nbmill.project.spec import find_project_dir
-from nbmill.records.runjson import MLFLOW_JSON, RUN_JSON, SCRATCH, metrics_path, read_metrics
+from nbmill.records.runjson import (
+    MLFLOW_JSON,
+    RUN_JSON,
+    SCRATCH,
+    metrics_path,
+    products_path,
+    read,
+    read_metrics,
+    read_products,
+)
 
 ENV_RUN_ID = "NBMILL_RUN_ID"
 ENV_RUN_DIR = "NBMILL_RUN_DIR"
@@ -81,6 +89,20 @@ def log_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     if mlflow is not None:
         mlflow.log_metrics({f"{ctx.step}.{k}": v for k, v in clean.items()})
     return clean
+
+
+def record_product(kind: str, path: str | Path) -> None:
+    """Note that this step produced ``path`` (a file or folder in the run folder) as its
+    ``kind``: ``model``, ``gate``, ``package``, or a kind of the project's own. Lineage, the run
+    page and reproductions find what a run produced by kind, whatever the project calls its
+    folders. A path outside the run folder is not part of the record and is not noted."""
+    ctx = context()
+    try:
+        rel = Path(path).resolve().relative_to(ctx.run_dir.resolve()).as_posix()
+    except ValueError:
+        return
+    recorded = {**read_products(ctx.run_dir, ctx.step), str(kind): rel}
+    write_json(products_path(ctx.run_dir, ctx.step), recorded, sort_keys=True)
 
 
 def _active_mlflow():
@@ -162,10 +184,9 @@ def mlflow_run(experiment: str | None = None):
 def run_json(ctx: StepContext | None = None) -> dict[str, Any]:
     """This run's run.json, or {} outside a run."""
     ctx = ctx or context()
-    path = ctx.run_dir / RUN_JSON
-    if ctx.interactive or not path.exists():
+    if ctx.interactive or not (ctx.run_dir / RUN_JSON).exists():
         return {}
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read(ctx.run_dir)
 
 
 def runs_dir(project_dir: Path | None = None) -> Path:

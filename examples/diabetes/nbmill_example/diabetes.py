@@ -123,8 +123,8 @@ def log_model(model: Pipeline, train: pd.DataFrame):
 
     import mlflow.sklearn
 
+    from nbmill.collection import BASELINE_FILE
     from nbmill.monitor import profile_frame
-    from nbmill.monitor.profile import BASELINE_FILE
     from nbmill.tracking import pinned_requirements
 
     features = train[FEATURES]

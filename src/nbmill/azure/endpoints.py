@@ -189,7 +189,8 @@ def validate(out: Path) -> list[str]:
 def sample(model_dir: Path) -> dict:
     """A one-row request of typical values, from the model's baseline profile (the median bin
     edge of each numeric feature, the most frequent category): for a smoke test."""
-    from nbmill.monitor.profile import Profile, find_baseline
+    from nbmill.collection import find_baseline
+    from nbmill.monitor.profile import Profile
 
     profile = Profile.load(find_baseline(model_dir))
     row = []

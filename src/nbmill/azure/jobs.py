@@ -22,8 +22,6 @@ from nbmill.azure.environment import environment
 from nbmill.azure.settings import AzureSettings
 from nbmill.errors import NbmillError
 
-SOURCE_PATHS = "src:examples/diabetes"  # nbmill and the example, from the uploaded snapshot
-
 
 def _producer(step, path: str, pipeline) -> str:
     """The step (among those ``step`` needs, directly or not) whose output ``path`` is."""
@@ -36,9 +34,15 @@ def _producer(step, path: str, pipeline) -> str:
 
 
 def step_command(
-    step, params: dict[str, Any], pipeline, run_id: str, project_dir: Path
+    step,
+    params: dict[str, Any],
+    pipeline,
+    run_id: str,
+    project_dir: Path,
+    code_paths: tuple[str, ...] = ("src",),
 ) -> tuple[str, dict[str, str]]:
-    """The shell command of one step, and the inputs it mounts (name -> producer step)."""
+    """The shell command of one step, and the inputs it mounts (name -> producer step).
+    ``code_paths``: the project's own packages in the uploaded snapshot (nbmill.yml's)."""
     producers = {rel: _producer(step, rel, pipeline) for rel in step.inputs.paths}
     mounts = {producer: producer for producer in producers.values()}
     paths: dict[str, str] = {}
@@ -56,7 +60,8 @@ def step_command(
             for rel in step.outputs.paths
             if "." in Path(rel).name
         ),
-        f"export PYTHONPATH={SOURCE_PATHS} NBMILL_RUN_ID={shlex.quote(run_id)} "
+        f"export PYTHONPATH={shlex.quote(':'.join(code_paths))} "
+        f"NBMILL_RUN_ID={shlex.quote(run_id)} "
         f"NBMILL_STEP={step.name} NBMILL_RUN_DIR=${{{{outputs.run}}}} NBMILL_PROJECT_DIR=$PWD",
         " ".join(
             [
@@ -97,8 +102,9 @@ def pipeline_job(
         for name in pipeline.order:
             step = pipeline.steps[name]
             script, mounts = step_command(
-                step, plan.resolved.get(name, {}), pipeline, run_id, project_dir
-            )
+                step, plan.resolved.get(name, {}), pipeline, run_id, project_dir,
+                plan.config.code_paths,
+            )  # fmt: skip
             step_settings = plan.settings.get(name)
             timeout = step_settings.timeout if step_settings else None
             component = command(

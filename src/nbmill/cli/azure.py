@@ -107,9 +107,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     "monitor-schedule",
     "schedule Azure ML model monitoring of a deployment, with nbmill's thresholds",
     "Create an Azure ML MonitorSchedule for a deployment: data drift, prediction drift and "
-    "data quality against the training data asset, with the thresholds of "
-    "pipelines/monitoring.yml (Azure ML's defaults unless changed), on the params' "
-    "azure.monitor_cron, alerting azure.alert_emails.",
+    "data quality against the training data asset, with the thresholds of the monitoring "
+    "pipeline (Azure ML's defaults unless changed), on the params' azure.monitor_cron, "
+    "alerting azure.alert_emails.",
     arg("model", help="NAME@ALIAS: the model whose deployment is monitored"),
     arg("--endpoint", required=True, help="the managed online endpoint's name"),
     arg(
@@ -121,19 +121,34 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         metavar="ASSET",
         help="the training data asset, an MLTable (default: azureml:MODEL-training@latest)",
     ),
+    arg(
+        "--pipeline",
+        metavar="FILE",
+        help="the monitoring pipeline whose thresholds apply (default: nbmill.yml's "
+        "monitoring_pipeline)",
+    ),
     PARAMS,
     DRY_RUN,
 )
 def cmd_monitor_schedule(args: argparse.Namespace) -> int:
     from nbmill.azure import monitoring
+    from nbmill.models.ref import parse_ref
     from nbmill.monitor.thresholds import thresholds
     from nbmill.pipeline.runner import plan
+    from nbmill.project.config import load_config
 
     here = project()
     settings = _settings(args.params)
-    planned = plan(here / "pipelines" / "monitoring.yml", args.params, (), None, here)
-    limits = thresholds(planned.resolved.get("monitor", {}).get("thresholds") or {})
-    name = args.model.split("@")[0].split("/")[0]
+    pipeline = Path(args.pipeline) if args.pipeline else load_config(here).monitoring_pipeline
+    if pipeline is None:
+        raise NbmillError(
+            "monitor-schedule: which pipeline's thresholds? Pass --pipeline FILE, or set "
+            "monitoring_pipeline in nbmill.yml"
+        )
+    planned = plan(pipeline, args.params, (), None, here)
+    given = [values["thresholds"] for values in planned.resolved.values() if "thresholds" in values]
+    limits = thresholds(given[0] if given else {})
+    name = parse_ref(args.model).name
     workspace = None
     deployment = args.deployment or "blue"
     if not args.dry_run:

@@ -126,16 +126,17 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     arg("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)"),
     arg("--port", type=int, default=5001, help="port to listen on (5001)"),
     arg("--workers", type=int, default=1, help="worker processes (1)"),
-    arg("--collect-dir", metavar="DIR", help="where scored requests are collected (collected/)"),
+    arg("--collect-dir", metavar="DIR", help="where requests are collected (nbmill.yml's)"),
     arg("--no-collect", action="store_true", help="do not collect requests"),
     arg("--endpoint", help="the endpoint name collected data is filed under (the model's name)"),
     arg("--deployment", default="local", help="the deployment name, likewise (local)"),
 )
 def cmd_serve(args: argparse.Namespace) -> int:
+    from nbmill.project.config import load_config
     from nbmill.serving.startup import serve
 
     here = project()
-    collect = Path(args.collect_dir) if args.collect_dir else here / "collected"
+    collect = Path(args.collect_dir) if args.collect_dir else load_config(here).collect_dir
     serve(
         args.model,
         here,

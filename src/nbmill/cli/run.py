@@ -190,7 +190,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     tree = reproduce.checkout(here, commit) if args.at_commit else contextlib.nullcontext(here)
     params_file = (original.get("params_file") or {}).get("file")
     with tree as source:
-        with reproduce.sandbox(settings.runs_dir, source if args.at_commit else None) as folder:
+        with reproduce.sandbox(
+            settings.runs_dir, source if args.at_commit else None, settings.code_paths
+        ) as folder:
             record = run(
                 Path(source) / original["pipeline"]["file"],
                 params_path=Path(source) / params_file if params_file else None,

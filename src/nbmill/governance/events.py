@@ -1,11 +1,13 @@
 """Lifecycle events (CloudEvents 1.0) and their delivery: the ledger always, then the sinks.
 
-``Notifier.emit`` appends the event to the hash-chained ledger (the record; synchronous), writes
-it to a spool folder for each external sink, and hands it to a background thread that delivers
-it with retries and backoff. A delivered event leaves the spool; one that could not be delivered
-stays there for ``nbmill events retry``. Delivery never fails or blocks a run for long, and no
-event is lost while a sink is down. A spool file that is not an event (cut short, or edited) is
-kept and named, never deleted, and the other events are still sent.
+``Notifier.emit`` appends the event to the hash-chained ledger (the record; synchronous), then
+offers it to each sink (``governance.sinks``) that accepts it. A background sink gets it through
+a spool folder and a background thread that delivers it with retries and backoff: a delivered
+event leaves the spool; one that could not be delivered stays there for ``nbmill events retry``.
+A sink that writes at once (Azure DevOps' logging commands) gets it in the caller's thread.
+Delivery never fails or blocks a run for long, and no event is lost while a sink is down. A
+spool file that is not an event (cut short, or edited) is kept and named, never deleted, and the
+other events are still sent.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from nbmill._fs import write_atomic
 from nbmill._time import iso, utcnow
 from nbmill.errors import NbmillError
 from nbmill.governance.ledger import Ledger
-from nbmill.governance.sinks import DeliveryError, azure_devops, webhook
+from nbmill.governance.sinks import DeliveryError, Sink, open_sinks
 from nbmill.project.config import ProjectConfig, SinkConfig
 from nbmill.project.secret import EnvRef
 
@@ -109,32 +111,12 @@ class Spool:
         )
 
 
-# The sinks that events are spooled for and delivered to in the background, by type.
-DELIVERED = ("webhook", "openlineage")
-
-
-def _sender(sink: SinkConfig):
-    """The module that sends to this sink: ``send(sink, event)``, raising DeliveryError."""
-    if sink.type == "openlineage":
-        from nbmill.governance.sinks import openlineage  # its client loads only when configured
-
-        return openlineage
-    return webhook
-
-
-def accepts(sink: SinkConfig, event: dict[str, Any]) -> bool:
-    """The event types the sink asks for; of those, OpenLineage takes the lineage events."""
-    if not sink.wants(event["type"]):
-        return False
-    return sink.type != "openlineage" or _sender(sink).accepts(event)
-
-
-def deliver(sink: SinkConfig, event: dict[str, Any], sleep: Callable[[float], None] = time.sleep):
+def deliver(sink: Sink, event: dict[str, Any], sleep: Callable[[float], None] = time.sleep) -> None:
     """Send to one sink, retrying with exponential backoff; raises DeliveryError at the end."""
-    attempts = sink.retries + 1
+    attempts = sink.config.retries + 1
     for attempt in range(attempts):
         try:
-            return _sender(sink).send(sink, event)
+            return sink.send(event)
         except DeliveryError:
             if attempt == attempts - 1:
                 raise
@@ -142,7 +124,11 @@ def deliver(sink: SinkConfig, event: dict[str, Any], sleep: Callable[[float], No
 
 
 class Notifier:
-    """Emits events for one process: ledger first, then every sink that wants them."""
+    """Emits events for one process: ledger first, then every sink that accepts them.
+
+    ``sinks`` are built once: the configured ones, then any that switch themselves on (Azure
+    DevOps inside Azure Pipelines). ``delivered`` and ``failed`` count background deliveries.
+    """
 
     def __init__(
         self, config: ProjectConfig, stdout: TextIO | None = None, stderr: TextIO | None = None
@@ -153,27 +139,33 @@ class Notifier:
         self.source = source_for(config.project_dir)
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
+        self.sinks: list[Sink] = open_sinks(config.sinks, self.stdout)
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
-        self._reasons: set[str] = set()  # unexpected failures already reported
+        self._reasons: set[tuple[str, str]] = set()  # unexpected failures already reported
         self.delivered = 0
         self.failed = 0
-
-    @property
-    def delivered_sinks(self) -> list[SinkConfig]:
-        return [s for s in self.config.sinks if s.type in DELIVERED]
 
     def emit(self, event_type: str, subject: str, data: dict[str, Any]) -> dict[str, Any]:
         event = new_event(event_type, subject, data, self.source)
         self.ledger.append(event)
-        if azure_devops.active(self.config.sinks):
-            azure_devops.write(event, self.stdout)
-        for sink in self.delivered_sinks:
-            if accepts(sink, event):
+        for sink in self.sinks:
+            if not self._accepts(sink, event):
+                continue
+            if sink.background:
                 path = self.spool.put(sink.name, event)
                 self._queue.put((sink, event, path))
                 self._start()
+            else:
+                self._write(sink, event)
         return event
+
+    def _accepts(self, sink: Sink, event: dict[str, Any]) -> bool:
+        try:
+            return sink.accepts(event)
+        except Exception as exc:  # a bug in the sink: said once, and the caller goes on
+            self._unexpected(sink, event, exc, "not kept")
+            return False
 
     def _start(self) -> None:
         if self._thread is None:
@@ -187,41 +179,67 @@ class Notifier:
                 return
             self._deliver(*item)
 
-    def _deliver(self, sink: SinkConfig, event: dict[str, Any], path: Path) -> None:
+    def _deliver(self, sink: Sink, event: dict[str, Any], path: Path) -> None:
         """Deliver one event; whatever goes wrong, it stays spooled and the thread goes on."""
         try:
             deliver(sink, event)
         except DeliveryError as exc:
             self.failed += 1
             self.stderr.write(
-                f"warning: notify '{sink.name}': {event['type']} not delivered ({exc}); "
-                "kept in the spool, send it later with `nbmill events retry`\n"
+                f"warning: notify '{sink.name}': {event['type']} not delivered ({exc}); {KEPT}\n"
             )
         except Exception as exc:  # a bug, not a sink being down: later events must still go
             self.failed += 1
-            self._unexpected(sink, event, exc)
+            self._unexpected(sink, event, exc, KEPT)
         else:
             self.delivered += 1
             path.unlink(missing_ok=True)
 
-    def _unexpected(self, sink: SinkConfig, event: dict[str, Any], exc: Exception) -> None:
-        """Say so once per reason: the same bug fails every event alike, one line is enough."""
-        reason = _without_secrets(f"{type(exc).__name__}: {exc}", sink)[:300]
-        if reason in self._reasons:
+    def _write(self, sink: Sink, event: dict[str, Any]) -> None:
+        """Send to a sink that writes at once; a failure is said, never raised to the caller."""
+        try:
+            sink.send(event)
+        except DeliveryError as exc:
+            self.stderr.write(
+                f"warning: notify '{sink.name}': {event['type']} not written ({exc})\n"
+            )
+        except Exception as exc:  # a bug: the run goes on, and later events are still written
+            self._unexpected(sink, event, exc, "not kept")
+
+    def _unexpected(self, sink: Sink, event: dict[str, Any], exc: Exception, kept: str) -> None:
+        """Say so once per sink and reason: the same bug fails every event alike."""
+        reason = _without_secrets(f"{type(exc).__name__}: {exc}", sink.config)[:300]
+        if (sink.name, reason) in self._reasons:
             return
-        self._reasons.add(reason)
+        self._reasons.add((sink.name, reason))
         self.stderr.write(
             f"warning: notify '{sink.name}': {event['type']} not delivered, unexpectedly "
-            f"({reason}); kept in the spool, send it later with `nbmill events retry`; "
-            "later events are still sent, and this is said once\n"
+            f"({reason}); {kept}; later events are still sent, and this is said once\n"
         )
 
     def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
-        """Wait (bounded) for deliveries; whatever is left stays in the spool."""
+        """Wait (bounded) for deliveries, then close the sinks; whatever is left stays in the
+        spool. A background sink still busy after ``timeout`` is left to its daemon thread."""
+        busy = False
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(timeout)
+            busy = self._thread.is_alive()
             self._thread = None
+        for sink in self.sinks:
+            if not (busy and sink.background):
+                _close(sink, self.stderr)
+
+
+KEPT = "kept in the spool, send it later with `nbmill events retry`"
+
+
+def _close(sink: Sink, stderr: TextIO) -> None:
+    try:
+        sink.close()
+    except Exception as exc:  # closing one sink must not keep the others open
+        reason = _without_secrets(f"{type(exc).__name__}: {exc}", sink.config)[:300]
+        stderr.write(f"warning: notify '{sink.name}': not closed cleanly ({reason})\n")
 
 
 def _without_secrets(text: str, sink: SinkConfig) -> str:
@@ -236,25 +254,30 @@ def _without_secrets(text: str, sink: SinkConfig) -> str:
 def retry_spooled(config: ProjectConfig) -> tuple[int, list[str]]:
     """Deliver every spooled event again; returns (delivered, problems). A file that is not
     an event is a problem, kept and skipped: the others are still delivered."""
-    sinks = {s.name: s for s in config.sinks}
+    opened = open_sinks(config.sinks, sys.stdout)
+    sinks = {s.name: s for s in opened if s.background}
     delivered, problems = 0, []
-    for name, path in Spool(config.spool_dir).pending():
-        sink = sinks.get(name)
-        if sink is None:
-            problems.append(f"{path.name}: no sink named '{name}' in the configuration; kept")
-            continue
-        try:
-            event = Spool.read(path)
-        except NbmillError as exc:
-            problems.append(str(exc))
-            continue
-        try:
-            deliver(sink, event)
-        except DeliveryError as exc:
-            problems.append(f"notify '{name}': {event['type']} {event['id']}: {exc}; kept")
-        else:
-            path.unlink()
-            delivered += 1
+    try:
+        for name, path in Spool(config.spool_dir).pending():
+            sink = sinks.get(name)
+            if sink is None:
+                problems.append(f"{path.name}: no sink named '{name}' in the configuration; kept")
+                continue
+            try:
+                event = Spool.read(path)
+            except NbmillError as exc:
+                problems.append(str(exc))
+                continue
+            try:
+                deliver(sink, event)
+            except DeliveryError as exc:
+                problems.append(f"notify '{name}': {event['type']} {event['id']}: {exc}; kept")
+            else:
+                path.unlink()
+                delivered += 1
+    finally:
+        for sink in opened:
+            _close(sink, sys.stderr)
     return delivered, problems
 
 

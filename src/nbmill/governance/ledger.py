@@ -8,7 +8,6 @@ Appends from concurrent processes take a file lock, so lines never interleave.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from nbmill._hashing import canonical, sha256_text
 from nbmill.errors import NbmillError
 
 GENESIS = "0" * 64
@@ -28,12 +28,8 @@ class LedgerError(NbmillError):
     """The ledger is unreadable or its chain is broken."""
 
 
-def canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def entry_hash(seq: int, prev: str, event: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical({"seq": seq, "prev": prev, "event": event})).hexdigest()
+    return sha256_text(canonical({"seq": seq, "prev": prev, "event": event}))
 
 
 @dataclass(frozen=True)
@@ -52,7 +48,7 @@ class Ledger:
             seq = last["seq"] + 1 if last else 1
             prev = last["hash"] if last else GENESIS
             entry = {"seq": seq, "prev": prev, "hash": entry_hash(seq, prev, event), "event": event}
-            line = canonical(entry) + b"\n"
+            line = (canonical(entry) + "\n").encode()
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 os.write(fd, line)

@@ -1,4 +1,4 @@
-"""Models: register (MLflow registry), gate, move aliases, package and deploy.
+"""Models: register (MLflow registry), gate, move aliases, package (deploying is serving's).
 
 What notebooks call, a small surface that internal moves do not break::
 
@@ -6,7 +6,6 @@ What notebooks call, a small surface that internal moves do not break::
     models.run_provenance(train_data)                 # run id, commit, data sha256, environment
     models.register_model(info, name, model_dir=..., **provenance)
     models.evaluate_and_gate(name, model_dir, scorer, metric=..., ...)
-    models.deploy_candidate(name, model_dir, package_dir, frame, columns)
 
 Each name is imported on first use, so ``nbmill.models.gate`` (pure) needs no MLflow.
 """
@@ -24,7 +23,6 @@ _SURFACE = {
     "evaluate_and_gate": "nbmill.models.evaluate",
     "promote": "nbmill.models.aliases",
     "rollback": "nbmill.models.aliases",
-    "deploy_candidate": "nbmill.models.deploy",
     "package_model": "nbmill.models.package",
     "Decision": "nbmill.models.gate",
 }

@@ -22,6 +22,7 @@ from nbmill.models import store as st
 from nbmill.models.aliases import AliasMove, move, why
 from nbmill.models.gate import PRODUCTION, STAGING, Decision, gate
 from nbmill.models.registry import downloaded, find_candidate
+from nbmill.records.runjson import GATE
 
 GATE_FILE = "gate.json"
 Scorer = Callable[[Path], Mapping[str, float]]
@@ -111,3 +112,4 @@ def _record(decision: Decision, moves: list[AliasMove], out_dir: str | Path | No
     if out_dir is not None:
         body = {**decision.as_dict(), "moves": [m.as_dict() for m in moves]}
         write_json(Path(out_dir) / GATE_FILE, body)
+        tracking.record_product(GATE, Path(out_dir) / GATE_FILE)

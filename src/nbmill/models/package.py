@@ -11,8 +11,8 @@ from pathlib import Path
 
 from nbmill._fs import clone_or_copy, write_json
 from nbmill._hashing import compare_hashes, hash_path, tree_digest
+from nbmill.collection import BASELINE_FILE
 from nbmill.errors import NbmillError
-from nbmill.monitor.profile import BASELINE_FILE
 
 TARGETS = ("local",)
 MANIFEST = "package.json"

@@ -44,6 +44,7 @@ from nbmill.governance.events import Notifier
 from nbmill.models import store as st
 from nbmill.models.aliases import subject, why
 from nbmill.records.provenance import git_info, who
+from nbmill.records.runjson import MODEL
 
 
 def run_provenance(data_path: str | Path, project_dir: Path | None = None) -> dict[str, str]:
@@ -127,6 +128,7 @@ def register_model(
     registered = _create_version(store, model_uri_or_info, name, tags)
     version = str(registered.version)
     digest = _replace_with_version(store, name, version, Path(model_dir))
+    tracking.record_product(MODEL, model_dir)
     store.client.set_model_version_tag(name, version, st.TAG_ARTIFACTS, digest)
     data = {
         "model": name,
@@ -309,22 +311,9 @@ def resolve_registered(
     """``NAME@ALIAS`` or ``NAME/VERSION`` (``models:/`` optional) for ``nbmill serve``: the
     downloaded model folder, the sha256 it must have, and its identity for /health. The folder
     exists inside the ``with`` block only."""
-    text = ref.removeprefix("models:/")
-    if "@" in text:
-        name, alias = text.split("@", 1)
-        version = None
-    elif "/" in text:
-        name, version = text.rsplit("/", 1)
-        alias = None
-    else:
-        raise NbmillError(
-            f"'{ref}': not a folder, nor a registered model as NAME@ALIAS or NAME/VERSION"
-        )
     store = st.Store.of(Path(project_dir))
-    if alias is not None:
-        version = st.aliases_of(st.registered(store, name)).get(alias)
-        if version is None:
-            raise NbmillError(f"model '{name}' has no version with alias '{alias}'")
+    parsed, version = st.resolve(store, ref)
+    name, alias = parsed.name, parsed.alias
     found = st.version(store, name, version)
     expected = (found.tags or {}).get(st.TAG_ARTIFACTS)
     identity = {

@@ -18,6 +18,7 @@ from mlflow.exceptions import MlflowException
 from nbmill import tracking
 from nbmill._environ import environ
 from nbmill.errors import NbmillError
+from nbmill.models.ref import ModelRef, parse_ref
 
 TAG_RUN_ID = tracking.RUN_ID_TAG  # "nbmill.run_id", as on the MLflow run
 TAG_COMMIT = "nbmill.commit"
@@ -132,3 +133,15 @@ def exists(store: Store, name: str, number: str) -> bool:
 def aliases_of(model: Any) -> dict[str, str]:
     """alias -> version of a registered model (as ``registered`` returns it)."""
     return {alias: str(v) for alias, v in (model.aliases or {}).items()}
+
+
+def resolve(store: Store, text: str) -> tuple[ModelRef, str]:
+    """``NAME@ALIAS`` or ``NAME/VERSION`` (``models:/`` optional): the reference and its
+    version number; NbmillError when the alias is not set."""
+    ref = parse_ref(text)
+    if ref.alias is None:
+        return ref, str(ref.version)
+    version = aliases_of(registered(store, ref.name)).get(ref.alias)
+    if version is None:
+        raise NbmillError(f"model '{ref.name}' has no version with alias '{ref.alias}'")
+    return ref, str(version)

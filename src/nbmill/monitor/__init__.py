@@ -22,15 +22,15 @@ from typing import Any
 _SURFACE = {
     "profile_frame": "nbmill.monitor.profile",
     "Profile": "nbmill.monitor.profile",
-    "find_baseline": "nbmill.monitor.profile",
+    "find_baseline": "nbmill.collection",
     "Monitor": "nbmill.monitor.verdict",
     "Result": "nbmill.monitor.verdict",
     "compare": "nbmill.monitor.verdict",
-    "check": "nbmill.monitor.report",
-    "tables": "nbmill.monitor.report",
-    "plot_drifted": "nbmill.monitor.report",
-    "alert": "nbmill.monitor.report",
-    "save": "nbmill.monitor.report",
+    "check": "nbmill.monitor.checks",
+    "tables": "nbmill.monitor.checks",
+    "plot_drifted": "nbmill.monitor.checks",
+    "alert": "nbmill.monitor.checks",
+    "save": "nbmill.monitor.checks",
     "Thresholds": "nbmill.monitor.thresholds",
 }
 

@@ -227,16 +227,3 @@ def chunks(
 ) -> Iterator[Chunk]:
     for path in files(root, endpoint, collection_name, deployment, since, until):
         yield read(path, kinds, since, until)
-
-
-def read_lines(root: Path, collection_name: str = collection.INPUTS) -> list[dict[str, Any]]:
-    """Every collected line under ``root`` (any endpoint), oldest file first: for small checks."""
-    paths = sorted(
-        Path(root).glob(f"**/{collection_name}/*/*/*/*/*.jsonl"),
-        key=lambda p: (collection.hour_of(p), str(p)),
-    )
-    lines = []
-    for path in paths:
-        with open(path, encoding="utf-8") as handle:
-            lines += [json.loads(line) for line in handle if line.strip()]
-    return lines

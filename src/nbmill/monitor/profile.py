@@ -28,7 +28,6 @@ from nbmill.errors import NbmillError
 
 MAX_EDGES = 200
 MAX_CATEGORIES = 100
-BASELINE_FILE = "baseline.json"
 SIGNIFICANT = 10  # digits kept of each float
 
 
@@ -238,22 +237,6 @@ def _predictions(predictions: Any) -> dict[str, FeatureProfile]:
     return {
         f"{PREDICTION}_{i}": profile_column(pd.Series(array[:, i])) for i in range(array.shape[1])
     }
-
-
-def find_baseline(model_dir: str | Path) -> Path:
-    """The baseline profile among a model folder's files (MLflow's ``extra_files``), or an
-    error saying how to add one."""
-    model_dir = Path(model_dir)
-    for candidate in (model_dir / BASELINE_FILE, model_dir / "extra_files" / BASELINE_FILE):
-        if candidate.is_file():
-            return candidate
-    found = sorted(model_dir.rglob(BASELINE_FILE))
-    if found:
-        return found[0]
-    raise NbmillError(
-        f"{model_dir}: the model has no {BASELINE_FILE}; log it with "
-        f"extra_files=[nbmill.monitor.profile_frame(train, predictions).save(...)]"
-    )
 
 
 def summary(profile: Profile) -> list[dict[str, Any]]:

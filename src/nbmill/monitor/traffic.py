@@ -60,8 +60,9 @@ def held_out(run_dir: Path, project_dir: Path, output: str = HELD_OUT) -> Path:
     """The held-out data file of the run that trained a model: its pipeline's output named
     ``output``, checked against the sha256 the run recorded."""
     from nbmill.project.spec import load_pipeline
+    from nbmill.records.runjson import read
 
-    record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    record = read(run_dir)
     pipeline = load_pipeline(project_dir / record["pipeline"]["file"], project_dir)
     for step in pipeline.steps.values():
         rel = step.outputs.params.get(output)

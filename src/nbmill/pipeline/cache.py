@@ -7,7 +7,7 @@ A step's key is the sha256 of its parts:
 - ``inputs``: the sha256 of every input file;
 - ``environment``: the environment fingerprint (the distributions the run depends on);
 - ``modules``: the source of the project's own modules the notebook imports (a package under
-  the project folder, such as ``examples/diabetes/nbmill_example``), which the environment
+  the project folder, such as a package of the project's own models), which the environment
   fingerprint cannot see.
 
 A step's inputs are the files it declares as inputs or, if it declares none, every file the
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from nbmill._fs import clone_or_copy, write_json
-from nbmill._hashing import hash_path, sha256_text
+from nbmill._hashing import canonical, hash_path, sha256_text
 from nbmill.pipeline.kernels import notebook_imports
 from nbmill.project.notebook import cell_source, code_cells, read_notebook
 from nbmill.project.spec import Step
@@ -41,10 +41,6 @@ from nbmill.records import runjson
 CACHE_DIR = ".cache"
 PARTS = ("code", "params", "inputs", "environment", "modules")
 UNDECLARED = ".undeclared.json"  # the index entry of an execution that wrote undeclared files
-
-
-def canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def code_digest(notebook: Path) -> str:
@@ -211,12 +207,15 @@ def changed(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
 
 
 def copy_outputs(hit: Hit, step: str, run_dir: Path) -> dict[str, str]:
-    """Copy a hit's output files, and the metrics the step recorded, into this run; returns
-    the outputs' hashes (as recorded, and checked by ``lookup``)."""
+    """Copy a hit's output files, and the metrics and products the step recorded, into this
+    run; returns the outputs' hashes (as recorded, and checked by ``lookup``)."""
     files = list(hit.entry.get("outputs") or {})
-    metrics = runjson.metrics_path(hit.run_dir, step)
-    if metrics.is_file():
-        files.append(metrics.relative_to(hit.run_dir).as_posix())
+    for noted in (
+        runjson.metrics_path(hit.run_dir, step),
+        runjson.products_path(hit.run_dir, step),
+    ):
+        if noted.is_file():
+            files.append(noted.relative_to(hit.run_dir).as_posix())
     for rel in files:
         target = Path(run_dir) / rel
         target.parent.mkdir(parents=True, exist_ok=True)

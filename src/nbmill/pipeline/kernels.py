@@ -2,8 +2,9 @@
 works, else started the plain way and warmed.
 
 Every step runs in a new kernel process, as papermill does. Plain kernels are started one step
-ahead, on the other core, with the step's environment and folder, and import the modules the
-notebook imports (nothing else: no cell runs, no name is bound). A forked kernel has those
+ahead (in a background thread, while the step before runs), with the step's environment and
+folder, and import the modules the notebook imports (nothing else: no cell runs, no name is
+bound). A forked kernel has those
 imports from the template already and is ready in a fraction of a second. ``nbmill run
 --no-warm`` starts each plain kernel only when its step begins.
 

@@ -91,9 +91,12 @@ def _add_worktree(project_dir: Path, commit: str, where: Path) -> None:
 
 
 @contextmanager
-def sandbox(runs_dir: Path, source: Path | None) -> Iterator[Path]:
+def sandbox(
+    runs_dir: Path, source: Path | None, code_paths: tuple[str, ...] = ()
+) -> Iterator[Path]:
     """The environment of a reproduction: its runs folder, a fresh MLflow store, and (for a
-    checkout of another commit) that tree's code on the import path of every kernel."""
+    checkout of another commit) that tree's own packages (``code_paths``, nbmill.yml's) on the
+    import path of every kernel."""
     folder = Path(runs_dir) / SANDBOX
     folder.mkdir(parents=True, exist_ok=True)
     store = Path(tempfile.mkdtemp(prefix=".store-", dir=folder))
@@ -102,7 +105,7 @@ def sandbox(runs_dir: Path, source: Path | None) -> Iterator[Path]:
         "NBMILL_RUNS_DIR": None,
     }
     if source is not None:
-        paths = [str(source / "src"), str(source / "examples" / "diabetes")]
+        paths = [str(source / folder) for folder in code_paths]
         if os.environ.get("PYTHONPATH"):
             paths.append(os.environ["PYTHONPATH"])
         values["PYTHONPATH"] = os.pathsep.join(paths)

@@ -33,7 +33,7 @@ from nbmill.records import archive
 from nbmill.records.record import RunRecord
 from nbmill.records.render import preload as preload_rendering
 from nbmill.records.render import render_html
-from nbmill.records.runjson import DONE, MLFLOW_JSON, read_metrics
+from nbmill.records.runjson import DONE, MLFLOW_JSON, read_metrics, read_products
 
 TICK_S = 0.2
 
@@ -168,6 +168,7 @@ class Scheduler:
             outputs=cache.copy_outputs(hit, name, self.record.dir),
             cached_from=cached_from,
             metrics=hit.entry.get("metrics") or {},
+            products=hit.entry.get("products"),
         )
         total = len(self.pipeline.order)
         self.progress.step_finished(self._index(name), total, name, "cached", 0.0)
@@ -283,6 +284,7 @@ class Scheduler:
             if executed.exists()
             else None,
             metrics=read_metrics(self.record.dir, name),
+            products=read_products(self.record.dir, name),
         )
         if not self.mlflow_loading and (self.record.dir / MLFLOW_JSON).exists():
             # The run's end logs the record to MLflow: open its store now, on the other thread.

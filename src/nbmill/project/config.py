@@ -3,6 +3,12 @@
     runs_dir: runs                   # where run folders, the ledger and the spool live
     ledger: runs/ledger.jsonl
     key_metrics: [evaluate.test_r2]  # columns of `nbmill runs`
+    collect_dir: collected           # where `nbmill serve` collects, and the monitor reads
+    code_paths: [src, lib]           # the project's own packages, put on the import path of
+                                     # a reproduction at another commit and of Azure ML jobs
+                                     # (default: src/ if there is one, and the uv workspace
+                                     # members named in pyproject.toml)
+    monitoring_pipeline: pipelines/monitor.yml   # whose thresholds `monitor-schedule` uses
     notify:
       - name: team
         type: webhook                # POST each event
@@ -34,7 +40,17 @@ from nbmill.project.secret import EnvRef, env_ref
 
 CONFIG_FILE = "nbmill.yml"
 ENV_RUNS_DIR = "NBMILL_RUNS_DIR"  # overrides runs_dir (and with it the ledger's default place)
-CONFIG_KEYS = {"runs_dir", "ledger", "key_metrics", "notify"}
+CONFIG_KEYS = {
+    "runs_dir",
+    "ledger",
+    "key_metrics",
+    "notify",
+    "collect_dir",
+    "code_paths",
+    "monitoring_pipeline",
+}
+LEDGER_FILE = "ledger.jsonl"  # the ledger's default place, in the runs folder
+COLLECT_DIR = "collected"  # collected scoring data's default place, in the project
 SINK_TYPES = ("webhook", "azure-devops", "openlineage")
 FORMATS = ("cloudevents", "teams", "slack")
 SINK_KEYS = {"name", "type", "url", "format", "events", "retries", "timeout_s"}
@@ -77,10 +93,22 @@ class ProjectConfig:
     key_metrics: tuple[str, ...] | None = None
     path: Path | None = None
     extra_sinks: tuple[SinkConfig, ...] = field(default=())
+    collect_dir: Path | None = None  # None: <project>/collected
+    code_paths: tuple[str, ...] = ()  # relative to the project
+    monitoring_pipeline: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.collect_dir is None:
+            object.__setattr__(self, "collect_dir", self.project_dir / COLLECT_DIR)
 
     @property
     def spool_dir(self) -> Path:
         return self.runs_dir / ".spool"
+
+    @property
+    def deployments_dir(self) -> Path:
+        """What each local deployment target serves: ``<target>.json``."""
+        return self.runs_dir / "deployments"
 
     @property
     def sinks(self) -> tuple[SinkConfig, ...]:
@@ -121,14 +149,43 @@ def load_config(project_dir: Path, runs_dir: Path | None = None) -> ProjectConfi
         isinstance(key_metrics, list) and all(isinstance(m, str) for m in key_metrics)
     ):
         raise ConfigError(f"{path}: 'key_metrics' must be a list of metric names")
+    monitoring = raw.get("monitoring_pipeline")
+    if monitoring is not None and not isinstance(monitoring, str):
+        raise ConfigError(f"{path}: 'monitoring_pipeline' must be a pipeline file's path")
     return ProjectConfig(
         project_dir=project_dir,
         runs_dir=runs,
-        ledger=(project_dir / str(ledger)).resolve() if ledger else runs / "ledger.jsonl",
+        ledger=(project_dir / str(ledger)).resolve() if ledger else runs / LEDGER_FILE,
         notify=parse_sinks(raw.get("notify"), str(path)),
         key_metrics=tuple(key_metrics) if key_metrics else None,
         path=path if path.exists() else None,
+        collect_dir=(project_dir / str(raw.get("collect_dir", COLLECT_DIR))).resolve(),
+        code_paths=_code_paths(raw.get("code_paths"), project_dir, path),
+        monitoring_pipeline=project_dir / monitoring if monitoring else None,
     )
+
+
+def _code_paths(raw: Any, project_dir: Path, where: Path) -> tuple[str, ...]:
+    """The folders of the project's own packages, relative to it: as given, else ``src`` (if
+    there is one) and the uv workspace members of pyproject.toml."""
+    if raw is not None:
+        if not isinstance(raw, list) or not all(isinstance(p, str) and p for p in raw):
+            raise ConfigError(f"{where}: 'code_paths' must be a list of folders in the project")
+        return tuple(raw)
+    found = ["src"] if (project_dir / "src").is_dir() else []
+    pyproject = project_dir / "pyproject.toml"
+    if pyproject.is_file():
+        import tomllib
+
+        try:
+            tool = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("tool", {})
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{pyproject}: not valid TOML ({exc})") from None
+        members = tool.get("uv", {}).get("workspace", {}).get("members", [])
+        for pattern in (m for m in members if isinstance(m, str)):  # a member may be a glob
+            folders = sorted(p for p in project_dir.glob(pattern) if p.is_dir())
+            found += [folder.relative_to(project_dir).as_posix() for folder in folders]
+    return tuple(found)
 
 
 def parse_sinks(raw: Any, where: str) -> tuple[SinkConfig, ...]:

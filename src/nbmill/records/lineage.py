@@ -14,7 +14,8 @@ from typing import Any
 
 from nbmill._hashing import sha256_file
 from nbmill.errors import NbmillError
-from nbmill.records.runjson import RUN_JSON, read
+from nbmill.project.spec import within
+from nbmill.records.runjson import GATE, MODEL, PACKAGE, RUN_JSON, products, read
 
 MODEL_EVENTS = ("nbmill.model.registered", "nbmill.model.promoted", "nbmill.model.deployed")
 
@@ -83,9 +84,10 @@ def run_chain(
                 _file_link("notebook", run_dir, rel, files.get(rel), f"step {step}", check)
             )
     seen = set()
+    made = [*products(run, MODEL), *products(run, PACKAGE)]  # the run's own, not data it read
     for step, entry in (run.get("steps") or {}).items():
         for rel, digest in (entry.get("inputs") or {}).items():
-            if rel in seen or any(rel.startswith(p) for p in ("model/", "package/")):
+            if rel in seen or any(within(rel, path) for path in made):
                 continue
             seen.add(rel)
             links.append(_file_link("data", run_dir, rel, digest, f"read by {step}", check))
@@ -102,24 +104,26 @@ def run_chain(
             environment.get("fingerprint"),
         )  # fmt: skip
     )
-    links += _model_links(run["id"], run_dir, files, events, check)
+    links += [_gate_link(run_dir, rel, files, check) for rel in products(run, GATE)]
+    links += _model_links(run["id"], events)
     return links
 
 
-def _model_links(
-    run_id: str, run_dir: Path, files: dict, events: list[dict], check: bool = True
-) -> list[Link]:
-    links = []
-    if "eval/gate.json" in files or (not check and (run_dir / "eval/gate.json").is_file()):
-        gate = _file_link("gate", run_dir, "eval/gate.json", files.get("eval/gate.json"), "", check)
-        if gate.ok or (not check and gate.sha256):
-            import json
+def _gate_link(run_dir: Path, rel: str, files: dict[str, str], check: bool) -> Link:
+    """The gate decision the run recorded (``tracking.record_product("gate", ...)``)."""
+    gate = _file_link("gate", run_dir, rel, files.get(rel), "", check)
+    if gate.ok or (not check and gate.sha256):
+        import json
 
-            decision = json.loads((run_dir / "eval/gate.json").read_text(encoding="utf-8"))
-            verdict = "promoted" if decision.get("promoted") else "not promoted"
-            gate = Link("gate", f"version {decision.get('candidate_version')} {verdict}",
-                        decision.get("reason", ""), gate.sha256, gate.ok)  # fmt: skip
-        links.append(gate)
+        decision = json.loads((run_dir / rel).read_text(encoding="utf-8"))
+        verdict = "promoted" if decision.get("promoted") else "not promoted"
+        gate = Link("gate", f"version {decision.get('candidate_version')} {verdict}",
+                    decision.get("reason", ""), gate.sha256, gate.ok)  # fmt: skip
+    return gate
+
+
+def _model_links(run_id: str, events: list[dict]) -> list[Link]:
+    links = []
     mine = [e for e in events if e["type"] in MODEL_EVENTS and e["data"].get("run_id") == run_id]
     versions = sorted({(e["data"]["model"], str(e["data"]["version"])) for e in mine})
     for name, version in versions:

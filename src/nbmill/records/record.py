@@ -192,6 +192,7 @@ class RunRecord:
         outputs: dict[str, str],
         cached_from: dict[str, Any],
         metrics: dict[str, float],
+        products: dict[str, str] | None = None,
     ) -> None:
         """The step was taken from the cache: its outputs copied from ``cached_from``."""
         now = iso(utcnow())
@@ -206,6 +207,8 @@ class RunRecord:
         )
         if metrics:
             fields["metrics"] = metrics
+        if products:
+            fields["products"] = products
         self._change(self.doc.steps[name], **fields)
         self._add_metrics(name, metrics)
         self.save()
@@ -225,6 +228,7 @@ class RunRecord:
         error: dict[str, Any] | None = None,
         executed: str | None = None,
         metrics: dict[str, float] | None = None,
+        products: dict[str, str] | None = None,
     ) -> None:
         """The step's execution ended (completed, failed, timed out or interrupted): what it
         read and wrote, and how it went. ``undeclared`` is recorded even when empty: nbmill
@@ -247,6 +251,8 @@ class RunRecord:
             fields["executed"] = executed
         if metrics:
             fields["metrics"] = metrics
+        if products:
+            fields["products"] = products
         self._change(self.doc.steps[name], **fields)
         if error is not None and self.doc.error is None:
             self._change(self.doc, error={"step": name, **error})

@@ -20,15 +20,13 @@ from urllib.parse import quote
 
 from nbmill._fs import write_atomic
 from nbmill.errors import NbmillError
+from nbmill.records.lineage import MODEL_EVENTS
 from nbmill.records.review import diff_runs, is_number, key_metric_names, load_run
-from nbmill.records.runjson import INDEX_HTML, run_dirs
+from nbmill.records.runjson import GATE, INDEX_HTML, products, run_dirs
 
 HASH_SHOWN = 12
-GATE_FILE = "gate.json"  # what the evaluate step writes into its output folder
-LEDGER_FILE = "ledger.jsonl"  # the ledger's default place, in the runs folder
 IMAGE_TYPES = {".png": "image/png", ".svg": "image/svg+xml"}
 MAX_INLINE_IMAGE = 2 * 1024 * 1024  # a larger image is linked rather than inlined
-MODEL_EVENTS = ("nbmill.model.registered", "nbmill.model.promoted", "nbmill.model.deployed")
 # Step metrics that name the model (when the ledger has no events for the run)
 MODEL_METRICS = ("model_version", "candidate_version", "promoted")
 SPARK_WIDTH, SPARK_HEIGHT, SPARK_PAD = 96, 22, 2
@@ -180,7 +178,7 @@ def run_index_html(
     model versions, each step linked, metrics, what changed since the previous run, the images
     the steps wrote and the lineage.
 
-    ``gates`` are (path, decision) pairs of the run's ``gate.json`` files; ``events`` the
+    ``gates`` are (path, decision) pairs of the run's gate decisions; ``events`` the
     ledger's events (those of this run are picked); ``previous`` the run.json of the previous
     run of the same pipeline, or ``first`` when there is none (neither: no such section);
     ``lineage`` a ``{"target", "links"}`` dict (no section if None); ``notes`` say what could
@@ -200,13 +198,14 @@ def run_index_html(
     )
 
 
-def read_gates(run_dir: Path, notes: list[str]) -> list[tuple[str, dict[str, Any]]]:
-    """Every ``gate.json`` in the run folder, by path (an unreadable one becomes a note)."""
+def read_gates(
+    run_dir: Path, run: dict[str, Any], notes: list[str]
+) -> list[tuple[str, dict[str, Any]]]:
+    """The gate decisions the run's steps recorded (``tracking.record_product("gate", ...)``),
+    by path (an unreadable one becomes a note)."""
     gates = []
-    for path in sorted(Path(run_dir).rglob(GATE_FILE)):
-        rel = path.relative_to(run_dir).as_posix()
-        if any(part.startswith(".") for part in rel.split("/")):
-            continue
+    for rel in products(run, GATE):
+        path = Path(run_dir) / rel
         try:
             decision = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -272,16 +271,20 @@ def write_run_page(
     lineage: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``run_dir/index.html`` atomically from the run folder (``run`` defaults to its
-    run.json), the ledger (default: ``ledger.jsonl`` in the runs folder) and ``lineage``;
+    run.json), the ledger (default: the project's, ``ledger:`` in nbmill.yml) and ``lineage``;
     returns its path."""
     run_dir = Path(run_dir)
     run = run if run is not None else load_run(run_dir)
     notes: list[str] = []
-    ledger = Path(ledger) if ledger is not None else run_dir.parent / LEDGER_FILE
+    if ledger is None:  # the project's, as nbmill.yml places it
+        from nbmill.project.config import load_config
+        from nbmill.project.spec import find_project_dir
+
+        ledger = load_config(find_project_dir(run_dir), run_dir.parent).ledger
     previous = previous_run(run_dir, run, notes)
     page = run_index_html(
         run,
-        gates=read_gates(run_dir, notes),
+        gates=read_gates(run_dir, run, notes),
         images=read_images(run_dir),
         events=read_events(ledger, notes),
         previous=previous,

@@ -8,6 +8,9 @@ A run folder holds::
       notebooks/<step>.ipynb executed notebooks (a failed one shows its error)
       html/<step>.html       the same, rendered for reviewers
       metrics/<step>.json    metrics the notebooks recorded
+      products/<step>.json   what a step's code named as what it produced, by kind (a model
+                             folder, a gate decision, a package): how lineage and the run page
+                             find them, whatever a project calls its folders
       environment.txt        the installed distributions, one ``name==version`` a line
       mlflow.json            the MLflow run the notebooks logged to
       <outputs>              whatever the steps wrote: their declared outputs, and any file a
@@ -33,11 +36,13 @@ RUN_JSON = "run.json"
 INDEX_HTML = "index.html"
 ENVIRONMENT_TXT = "environment.txt"
 MLFLOW_JSON = "mlflow.json"
-NOTEBOOKS, HTML, METRICS = "notebooks", "html", "metrics"
+NOTEBOOKS, HTML, METRICS, PRODUCTS = "notebooks", "html", "metrics", "products"
 SCRATCH = "scratch"  # runs/scratch: where a notebook opened on its own writes
 SCHEMA_VERSION = 1
 # What is logged beside the MLflow run: the record without the pipeline's own outputs.
-RECORD_ARTIFACTS = (RUN_JSON, INDEX_HTML, ENVIRONMENT_TXT, HTML, NOTEBOOKS, METRICS)
+RECORD_ARTIFACTS = (RUN_JSON, INDEX_HTML, ENVIRONMENT_TXT, HTML, NOTEBOOKS, METRICS, PRODUCTS)
+# The kinds of product nbmill's own code records (``tracking.record_product``).
+MODEL, GATE, PACKAGE = "model", "gate", "package"
 # The files nbmill itself writes in a run folder; everything else a step wrote.
 RECORD_FILES = (*RECORD_ARTIFACTS, MLFLOW_JSON)
 
@@ -103,7 +108,9 @@ class CachedFrom(_Model):
     mlflow_run_id: str | None = None
 
 
-class RunError(StepError):
+class RunFailure(StepError):
+    """The error that failed the run: a step's, or the runner's own (step ``(runner)``)."""
+
     step: str
 
 
@@ -124,6 +131,7 @@ class StepDoc(_Model):
     html: str | None = None
     html_error: str | None = None
     metrics: dict[str, float] | None = None
+    products: dict[str, str] | None = None  # kind -> path in the run folder
     error: StepError | None = None
     attempts: int | None = None
     key: str | None = None  # the cache key
@@ -149,7 +157,7 @@ class RunDoc(_Model):
     ci: dict[str, str]
     steps: dict[str, StepDoc]
     metrics: dict[str, float]
-    error: RunError | None
+    error: RunFailure | None
     environment: Environment
     runner: Runner | None = None
     resumed: list[dict[str, str]] | None = None
@@ -224,6 +232,24 @@ def html_path(run_dir: Path, step: str) -> Path:
 
 def metrics_path(run_dir: Path, step: str) -> Path:
     return Path(run_dir) / METRICS / f"{step}.json"
+
+
+def products_path(run_dir: Path, step: str) -> Path:
+    return Path(run_dir) / PRODUCTS / f"{step}.json"
+
+
+def read_products(run_dir: Path, step: str) -> dict[str, str]:
+    """What a step recorded with ``tracking.record_product``: kind -> path ({} if nothing)."""
+    path = products_path(run_dir, step)
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def products(run: dict[str, Any], kind: str) -> list[str]:
+    """The paths in the run folder that the run's steps recorded as ``kind``, in step order."""
+    found = [(entry.get("products") or {}).get(kind) for entry in run.get("steps", {}).values()]
+    return [rel for rel in found if rel]
 
 
 def read_metrics(run_dir: Path, step: str) -> dict[str, float]:

@@ -1,21 +1,42 @@
-"""Azure DevOps logging commands, written to stdout when running inside Azure Pipelines.
+"""Azure DevOps logging commands, written at once to stdout, where Azure Pipelines reads them.
 
 Failures and drift become issues in the build summary, runs and models become build tags, and a
-finished run's record is uploaded as a build artifact.
+finished run's record is uploaded as a build artifact. The sink is on where one of type
+``azure-devops`` is configured, and by itself inside Azure Pipelines (``TF_BUILD``).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from typing import Any, TextIO
 
+from nbmill.governance.sinks.base import DeliveryError, Sink
+from nbmill.project.config import SinkConfig
 
-def active(sinks: Iterable[Any] = ()) -> bool:
-    """On inside Azure Pipelines (TF_BUILD), or where a sink of this type is configured."""
-    return os.environ.get("TF_BUILD", "").lower() == "true" or any(
-        getattr(s, "type", None) == "azure-devops" for s in sinks
-    )
+TYPE = "azure-devops"
+
+
+def inside_azure_pipelines() -> bool:
+    """Whether this process runs in an Azure Pipelines job, which sets TF_BUILD=True."""
+    return os.environ.get("TF_BUILD", "").lower() == "true"
+
+
+class AzureDevOps(Sink):
+    """Logging commands on the Notifier's stdout: nothing to spool, nothing to retry."""
+
+    background = False
+
+    @classmethod
+    def implicit(cls) -> SinkConfig | None:
+        """Inside Azure Pipelines, a sink of its own, taking every event, with none configured."""
+        return SinkConfig(TYPE, TYPE, retries=0) if inside_azure_pipelines() else None
+
+    def send(self, event: dict[str, Any]) -> None:
+        """Write the event's logging commands, if it has any (runs, failures, drift, models)."""
+        try:
+            write(event, self.stdout)
+        except (OSError, ValueError) as exc:  # stdout closed, or a pipe nobody reads any more
+            raise DeliveryError(f"stdout: {type(exc).__name__}: {exc}") from None
 
 
 def escape_message(text: str) -> str:
@@ -31,10 +52,13 @@ def commands(event: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     if kind in ("nbmill.run.failed", "nbmill.step.failed"):
         error = data.get("error") or {}
-        message = (
-            f"nbmill {data.get('run_id', '')}: step '{error.get('step', data.get('step'))}' "
-            f"failed: {error.get('type', '')}: {error.get('message', '')}"
-        )
+        if isinstance(error, dict):
+            step = error.get("step", data.get("step"))
+            what = f"{error.get('type', '')}: {error.get('message', '')}"
+        else:  # a text, not the runner's {step, type, message}
+            step, what = data.get("step"), str(error)
+        where = f"step '{step}' failed" if step else "failed"
+        message = f"nbmill {data.get('run_id', '')}: {where}: {what}"
         lines.append(f"##vso[task.logissue type=error]{escape_message(message)}")
     elif kind == "nbmill.drift.detected":
         message = f"nbmill: drift detected on {event.get('subject', '')}"

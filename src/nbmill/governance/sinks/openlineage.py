@@ -14,7 +14,9 @@ OpenLineage runId is a UUID derived from nbmill's run id, so every event of a ru
 redelivery, lands on the same run. A step event is sent when its data names the pipeline (the
 parent job); other event types are not lineage and are not sent.
 
-Spooling and retries are the Notifier's (``governance/events.py``); ``send`` posts once.
+Spooling and retries are the Notifier's (``governance/events.py``); ``send`` posts once. This
+module loads the openlineage-python client: the registry imports it only where a sink of type
+``openlineage`` is configured.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from openlineage.client.transport.http import (
 )
 
 from nbmill import __version__
-from nbmill.governance.sinks import DeliveryError
+from nbmill.governance.sinks.base import DeliveryError, Sink
 
 PRODUCER = f"urn:nbmill:{__version__}"
 SCHEMA_ID = "urn:nbmill:openlineage-facets:1-0-0"
@@ -132,7 +134,7 @@ FACET_SCHEMA: dict[str, Any] = {
 }
 
 
-def accepts(event: dict[str, Any]) -> bool:
+def is_lineage(event: dict[str, Any]) -> bool:
     """Whether this event is lineage: a run's or a step's, whose data names the run and its
     pipeline (the job)."""
     data = event.get("data") or {}
@@ -151,8 +153,8 @@ def default_namespace(event: dict[str, Any]) -> str:
 
 
 def run_event(event: dict[str, Any], namespace: str) -> RunEvent:
-    """The OpenLineage RunEvent of an nbmill lifecycle event (one that ``accepts`` takes)."""
-    if not accepts(event):
+    """The OpenLineage RunEvent of an nbmill lifecycle event (one that ``is_lineage``)."""
+    if not is_lineage(event):
         raise DeliveryError(f"{event.get('type')} is not a lineage event; nothing to send")
     data = event["data"]
     run_id, step = data["run_id"], data.get("step")
@@ -206,39 +208,48 @@ def run_event(event: dict[str, Any], namespace: str) -> RunEvent:
     )
 
 
-def send(sink, event: dict[str, Any]) -> None:
-    """POST the RunEvent once; DeliveryError unless the server answers 2xx. Neither the URL nor
-    the key ever appears in an error."""
-    url = sink.url.value() if hasattr(sink.url, "value") else sink.url
-    if not url:
-        raise DeliveryError(f"{getattr(sink.url, 'name', 'url')} is not set")
-    auth = TokenProvider({})
-    if sink.api_key is not None:
-        key = sink.api_key.value()
-        if not key:
-            raise DeliveryError(f"{sink.api_key.name} is not set")
-        auth = ApiKeyTokenProvider({"apiKey": key})
-    lineage = run_event(event, sink.namespace or default_namespace(event))
-    config = HttpConfig(
-        url=url, endpoint=sink.endpoint, timeout=sink.timeout_s, auth=auth, retry=NO_RETRIES
-    )
-    try:
-        transport = HttpTransport(config)
-    except ValueError:
-        raise DeliveryError(f"{getattr(sink.url, 'name', 'url')} is not an http(s) URL") from None
-    try:
-        client = OpenLineageClient(transport=transport)
-        if client.transport is not transport:  # OPENLINEAGE_DISABLED is set: keep it spooled
-            raise DeliveryError(f"OpenLineage is switched off ({client.transport.kind} transport)")
-        client.emit(lineage)
-    except requests.HTTPError as exc:
-        raise DeliveryError(f"HTTP {exc.response.status_code}") from None
-    except (requests.RequestException, OSError) as exc:
-        raise DeliveryError(f"{type(exc).__name__}: {_reason(exc)}") from None
-    except ValueError as exc:  # the client's own configuration (openlineage.yml) is malformed
-        raise DeliveryError(f"OpenLineage client: {exc}") from None
-    finally:
-        transport.close()
+class OpenLineage(Sink):
+    """A lineage server: the run and step events it is asked for, as RunEvents; spooled and
+    retried."""
+
+    def accepts(self, event: dict[str, Any]) -> bool:
+        """The events asked for that are lineage (``is_lineage``); others are not sent."""
+        return super().accepts(event) and is_lineage(event)
+
+    def send(self, event: dict[str, Any]) -> None:
+        """POST the RunEvent once; DeliveryError unless the server answers 2xx. Neither the URL
+        nor the key ever appears in an error."""
+        sink, url = self.config, self.url()
+        auth = TokenProvider({})
+        if sink.api_key is not None:
+            key = sink.api_key.value()
+            if not key:
+                raise DeliveryError(f"{sink.api_key.name} is not set")
+            auth = ApiKeyTokenProvider({"apiKey": key})
+        lineage = run_event(event, sink.namespace or default_namespace(event))
+        config = HttpConfig(
+            url=url, endpoint=sink.endpoint, timeout=sink.timeout_s, auth=auth, retry=NO_RETRIES
+        )
+        try:
+            transport = HttpTransport(config)
+        except ValueError:
+            raise DeliveryError(
+                f"openlineage '{sink.name}': {self.url_name} is not an http(s) URL"
+            ) from None
+        try:
+            client = OpenLineageClient(transport=transport)
+            if client.transport is not transport:  # OPENLINEAGE_DISABLED is set: keep it spooled
+                kind = client.transport.kind
+                raise DeliveryError(f"OpenLineage is switched off ({kind} transport)")
+            client.emit(lineage)
+        except requests.HTTPError as exc:
+            raise DeliveryError(f"HTTP {exc.response.status_code}") from None
+        except (requests.RequestException, OSError) as exc:
+            raise DeliveryError(f"{type(exc).__name__}: {_reason(exc)}") from None
+        except ValueError as exc:  # the client's own configuration (openlineage.yml) is malformed
+            raise DeliveryError(f"OpenLineage client: {exc}") from None
+        finally:
+            transport.close()
 
 
 def _run_facet(data: dict[str, Any], step: str | None) -> NbmillRunFacet:
@@ -257,11 +268,18 @@ def _run_facet(data: dict[str, Any], step: str | None) -> NbmillRunFacet:
     )
 
 
-def _error_facet(error: dict[str, Any], step: str | None) -> error_message_run.ErrorMessageRunFacet:
-    where = error.get("step") or step
-    cell = f" (cell {error['cell']})" if error.get("cell") is not None else ""
+def _error_facet(
+    error: dict[str, Any] | str, step: str | None
+) -> error_message_run.ErrorMessageRunFacet:
+    """The runner's error ({step, type, message, cell}), or an error given as text."""
+    if isinstance(error, dict):
+        where = error.get("step") or step
+        cell = f" (cell {error['cell']})" if error.get("cell") is not None else ""
+        message = f"step '{where}'{cell}: {error.get('type')}: {error.get('message')}"
+    else:
+        message = f"step '{step}': {error}" if step else str(error)
     return error_message_run.ErrorMessageRunFacet(
-        message=f"step '{where}'{cell}: {error.get('type')}: {error.get('message')}",
+        message=message,
         programmingLanguage="python",
         producer=PRODUCER,
     )

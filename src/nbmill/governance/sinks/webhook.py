@@ -9,17 +9,21 @@ import json
 import urllib.error
 import urllib.request
 from typing import Any
+from urllib.parse import urlsplit
 
-from nbmill.governance.sinks import DeliveryError
+from nbmill.governance.sinks.base import DeliveryError, Sink
 
 
 def summary(event: dict[str, Any]) -> str:
+    """One line: the event, what failed (the runner's error, or a text), who, and why."""
     data = event.get("data", {})
     who = data.get("who")
     parts = [f"{event['type']}: {event.get('subject', '')}"]
-    if data.get("error"):
-        error = data["error"]
+    error = data.get("error")
+    if isinstance(error, dict):
         parts.append(f"failed at {error.get('step')}: {error.get('type')}: {error.get('message')}")
+    elif error:
+        parts.append(f"failed: {error}")
     if who:
         parts.append(f"by {who}")
     if data.get("why"):
@@ -74,31 +78,46 @@ def payload(fmt: str, event: dict[str, Any]) -> tuple[bytes, str]:
     return json.dumps(event).encode(), "application/cloudevents+json; charset=utf-8"
 
 
-def send(sink, event: dict[str, Any]) -> int:
-    """POST once; returns the HTTP status, raises DeliveryError on anything but 2xx."""
-    url = sink.url.value() if sink.url is not None else None
-    if not url:
-        raise DeliveryError(f"{sink.url.name if sink.url else 'url'} is not set")
-    body, content_type = payload(sink.format, event)
-    request = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
-        headers={
+class Webhook(Sink):
+    """POSTs each event it accepts, in the sink's ``format``; spooled and retried."""
+
+    def send(self, event: dict[str, Any]) -> None:
+        """POST once; DeliveryError on anything but 2xx, naming neither the URL nor its token."""
+        sink, url = self.config, self.url()
+        not_http = DeliveryError(
+            f"webhook '{sink.name}': {self.url_name} is not an http(s) URL; set it to the "
+            "webhook's address, such as https://example.webhook.office.com/..."
+        )
+        if not _is_http(url):
+            raise not_http
+        body, content_type = payload(sink.format, event)
+        headers = {
             "Content-Type": content_type,
             "User-Agent": "nbmill",
             "ce-id": event["id"],
             "ce-type": event["type"],
-        },
-    )
+        }
+        try:
+            request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+            with urllib.request.urlopen(request, timeout=sink.timeout_s):
+                return
+        except urllib.error.HTTPError as exc:
+            raise DeliveryError(f"HTTP {exc.code}") from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            text = _without_url(str(reason), url)
+            raise DeliveryError(f"{type(reason).__name__}: {text}") from None
+        except ValueError:  # http.client.InvalidURL: a space or control character in it
+            raise not_http from None
+
+
+def _is_http(url: str) -> bool:
     try:
-        with urllib.request.urlopen(request, timeout=sink.timeout_s) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        raise DeliveryError(f"HTTP {exc.code}") from None
-    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise DeliveryError(f"{type(reason).__name__}: {_without_url(str(reason), url)}") from None
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (a port that is not a number raises ValueError)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _without_url(text: str, url: str) -> str:

@@ -26,7 +26,10 @@ from nbmill.models import package
 from nbmill.models.gate import PRODUCTION, STAGING
 from nbmill.models.registry import find_candidate
 from nbmill.models.store import TAG_GATE_REASON
+from nbmill.project.config import load_config
 from nbmill.records.provenance import who
+from nbmill.records.runjson import PACKAGE
+from nbmill.serving.startup import serving_here
 
 TOLERANCE = 1e-9
 
@@ -56,7 +59,6 @@ def smoke_test(
     process (``serving_here``): the kernel already holds the model's libraries, which a new
     interpreter would spend 2-3 s importing. ``expected`` may be a callable computing the
     predictions."""
-    from nbmill.serving.startup import serving_here
 
     expected = np.asarray(expected() if callable(expected) else expected, dtype=float)
     try:
@@ -160,6 +162,7 @@ def deploy_candidate(
         target,
         model={"name": model_name, "version": version},
     )
+    tracking.record_product(PACKAGE, package_dir)
     if not {STAGING, PRODUCTION} & set(candidate.aliases or ()):
         tracking.log_metrics({"deployed": 0})
         gate = (candidate.tags or {}).get(TAG_GATE_REASON)
@@ -177,7 +180,7 @@ def deploy_candidate(
     with tracking.emitter(ctx.project_dir) as notifier:
         deployment = deploy_local(
             package_dir,
-            tracking.runs_dir(ctx.project_dir) / "deployments",
+            load_config(ctx.project_dir, tracking.runs_dir(ctx.project_dir)).deployments_dir,
             columns,
             features.values.tolist(),
             expected,

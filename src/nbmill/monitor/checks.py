@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from nbmill import tracking
-from nbmill.collection import INPUTS, OUTPUTS
+from nbmill.collection import INPUTS, OUTPUTS, find_baseline
 from nbmill.errors import NbmillError
 from nbmill.monitor import collected
-from nbmill.monitor.profile import Profile, find_baseline
+from nbmill.monitor.profile import Profile
 from nbmill.monitor.thresholds import Thresholds
 from nbmill.monitor.thresholds import thresholds as parse_thresholds
 from nbmill.monitor.verdict import Result, compare, kinds_of
@@ -61,7 +61,7 @@ def _registered_baseline(model_name: str, alias: str, project: Path) -> tuple[Pr
 def check(
     model_name: str,
     alias: str = "production",
-    collect_dir: str | Path = "collected",
+    collect_dir: str | Path | None = None,
     endpoint: str | None = None,
     deployment: str = "*",
     hours: float | None = 24,
@@ -81,6 +81,10 @@ def check(
     else:
         profile = Profile.load(baseline)
     start, end = window_of(hours, since, until)
+    if collect_dir is None:  # the project's (nbmill.yml's collect_dir)
+        from nbmill.project.config import load_config
+
+        collect_dir = load_config(project).collect_dir
     root = Path(collect_dir)
     root = root if root.is_absolute() else project / root
     endpoint = endpoint or model_name

@@ -1,0 +1,97 @@
+"""Lineage of a target: a model version (``NAME@ALIAS``, ``NAME/VERSION``), a local deployment,
+a run, or a collected request, back to the run that made it and that run's chain
+(``records.lineage``), with the registry's side checked too: the version's recorded sha256
+against the run's own model files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from nbmill.collection import read_lines
+from nbmill.errors import NbmillError
+from nbmill.governance.ledger import Ledger
+from nbmill.models import store as st
+from nbmill.models.ref import is_model_ref
+from nbmill.project.config import ProjectConfig
+from nbmill.records.lineage import Link, reproductions, run_chain
+from nbmill.records.runjson import MODEL, products, read, run_dirs
+
+
+def trace(target: str, config: ProjectConfig, collect_dir: Path) -> list[Link]:
+    """The chain of ``target``, first link first; every hash checked (``Link.ok``)."""
+    name, version, run_id = resolve(target, config, collect_dir)
+    events = Ledger(config.ledger).events()
+    links = []
+    if name is not None:
+        model, tagged_run = model_link(name, version, config)
+        links.append(model)
+        run_id = run_id or tagged_run
+    if run_id is None:
+        raise NbmillError(f"{name}/{version}: no nbmill run is tagged on it")
+    run_dir = config.runs_dir / run_id
+    if not run_dir.is_dir():
+        raise NbmillError(f"run {run_id}: no folder {run_dir} (the record is not on this machine)")
+    chain = run_chain(run_dir, events)
+    if name is not None:  # the registry's own link replaces the ledger's copy of it
+        chain = [c for c in chain if not (c.kind == "model" and c.label == f"{name}/{version}")]
+    return links + chain + reproductions(events, run_id)
+
+
+def resolve(
+    target: str, config: ProjectConfig, collect_dir: Path
+) -> tuple[str | None, str | None, str | None]:
+    """(model name, version, run id) of a TARGET; what is not known is None."""
+    runs_dir = config.runs_dir
+    if target in {p.name for p in run_dirs(runs_dir)}:
+        return None, None, target
+    deployment = config.deployments_dir / f"{target}.json"
+    if Path(target).suffix == ".json" and Path(target).is_file():
+        deployment = Path(target)
+    if deployment.is_file():
+        record = json.loads(deployment.read_text(encoding="utf-8"))
+        return record["model"], str(record["version"]), record.get("run_id")
+    if is_model_ref(target):
+        ref, version = st.resolve(st.Store.of(config.project_dir), target)
+        return ref.name, version, None
+    if collect_dir.is_dir():
+        for line in read_lines(collect_dir):
+            if target in (line.get("correlationid"), line.get("xrequestid")):
+                return line.get("modelname"), str(line.get("modelversion")), None
+    raise NbmillError(
+        f"'{target}': not a run, a deployment ({config.deployments_dir}/NAME.json), a "
+        f"registered model (NAME@ALIAS, NAME/VERSION) nor a collected request's correlation id "
+        f"in {collect_dir}"
+    )
+
+
+def model_link(name: str, version: str, config: ProjectConfig) -> tuple[Link, str | None]:
+    """The registry's side: the version, its aliases, its run, and whether the model files
+    that run recorded (``tracking.record_product("model", ...)``) still hash as registered."""
+    from nbmill._hashing import tree_digest
+
+    store = st.Store.of(config.project_dir)
+    found = st.version(store, name, version)
+    tags = found.tags or {}
+    model = st.registered(store, name)
+    aliases = sorted(a for a, v in st.aliases_of(model).items() if v == str(version))
+    run_id = tags.get(st.TAG_RUN_ID)
+    expected = tags.get(st.TAG_ARTIFACTS)
+    folder = _model_folder(config.runs_dir / run_id) if run_id else None
+    ok = None
+    detail = f"aliases: {', '.join(aliases) or 'none'}"
+    if expected and folder is not None and folder.is_dir():
+        ok = tree_digest(folder) == expected
+        detail += "" if ok else f"; the run's model files now hash {tree_digest(folder)[:12]}"
+    return Link("model", f"{name}/{version}", detail, expected, ok), run_id
+
+
+def _model_folder(run_dir: Path) -> Path | None:
+    """The model folder the run recorded, if its record is here and names one."""
+    try:
+        run: dict[str, Any] = read(run_dir)
+    except NbmillError:
+        return None
+    folders = products(run, MODEL)
+    return run_dir / folders[-1] if folders else None
