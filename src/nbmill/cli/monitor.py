@@ -41,9 +41,9 @@ def cmd_traffic(args: argparse.Namespace) -> int:
     from nbmill.errors import NbmillError
     from nbmill.models.registry import resolve_registered
     from nbmill.monitor import traffic
+    from nbmill.project.config import load_config
     from nbmill.serving.request import Signature, read_mlmodel
     from nbmill.serving.startup import ENV_KEY, load_key
-    from nbmill.tracking import runs_dir
 
     here = project()
     if args.batch < 1:
@@ -55,7 +55,7 @@ def cmd_traffic(args: argparse.Namespace) -> int:
     else:
         if not identity.get("run_id"):
             raise NbmillError(f"{args.model}: no nbmill run is tagged on it; pass --data FILE")
-        source = traffic.held_out(runs_dir(here) / identity["run_id"], here)
+        source = traffic.held_out(load_config(here).runs_dir / identity["run_id"], here)
     if not source.is_file():
         raise NbmillError(f"{source}: no such file")
     shifts = traffic.parse_shifts(args.shift, columns)

@@ -12,8 +12,7 @@ Each name is imported on first use, so ``nbmill.models.gate`` (pure) needs no ML
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from nbmill._lazy import surface
 
 _SURFACE = {
     "run_provenance": "nbmill.models.registry",
@@ -29,8 +28,4 @@ _SURFACE = {
 
 __all__ = sorted(_SURFACE)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _SURFACE:
-        return getattr(import_module(_SURFACE[name]), name)
-    raise AttributeError(f"module 'nbmill.models' has no attribute '{name}'")
+__getattr__ = surface(__name__, _SURFACE)

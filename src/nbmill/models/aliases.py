@@ -19,7 +19,8 @@ from typing import Any
 
 from mlflow.exceptions import MlflowException
 
-from nbmill import tracking
+from nbmill.context import context
+from nbmill.context import notifier as notifier_for
 from nbmill.errors import NbmillError
 from nbmill.governance.events import Notifier
 from nbmill.models import store as st
@@ -57,7 +58,7 @@ def why(reason: str | None) -> str:
     """``reason``, else the current run's why, else a note that this is no run."""
     if reason:
         return reason
-    return tracking.run_json().get("why") or OUTSIDE_A_RUN
+    return context().record().get("why") or OUTSIDE_A_RUN
 
 
 def _why_required(reason: str | None, what: str) -> str:
@@ -141,7 +142,7 @@ def promote(
     if st.aliases_of(model).get(alias) == str(version):
         raise NbmillError(f"model '{name}' version {version} already holds alias '{alias}'")
     text = _why_required(reason, f"promote {name} {version}")
-    with tracking.emitter(st.project(project_dir), notifier) as emit:
+    with notifier_for(st.project(project_dir), notifier) as emit:
         return move(store, emit, model, found, alias, text, "promote")
 
 
@@ -160,7 +161,7 @@ def rollback(
     if current is None:
         raise NbmillError(f"model '{name}' has no production version to roll back")
     text = _why_required(reason, f"rollback {name}")
-    with tracking.emitter(st.project(project_dir), notifier) as emit:
+    with notifier_for(st.project(project_dir), notifier) as emit:
         # The ledger is the source of truth; the tag is kept for readers of the registry.
         recorded = production_stack(moves(emit.ledger.events(), name)) or history(model)
         stack = list(recorded)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from nbmill import tracking
 from nbmill._fs import write_json
+from nbmill.context import notifier as notifier_for
 from nbmill.errors import NbmillError
 from nbmill.governance.events import Notifier
 from nbmill.models import store as st
@@ -91,7 +92,7 @@ def evaluate_and_gate(
     if decision.promoted:
         reason = why(None)
         aliases = [STAGING] if production is not None else [STAGING, PRODUCTION]
-        with tracking.emitter(st.project(project_dir), notifier) as emit:
+        with notifier_for(st.project(project_dir), notifier) as emit:
             for alias in aliases:
                 moves.append(move(store, emit, model, candidate, alias, reason, "gate", decision))
     _record(decision, moves, out_dir)

@@ -21,7 +21,7 @@ the check and the use; a model is small, and each start checks its files anyway.
 
 This module imports MLflow (seconds), so only what needs the registry imports it; a notebook
 that does has it preloaded by its warm kernel. The store is
-``tracking.tracking_uri(project_dir)``: ``MLFLOW_TRACKING_URI`` if set, else the project's sqlite.
+``project.config.tracking_uri``: ``MLFLOW_TRACKING_URI`` if set, else the project's sqlite.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from mlflow.exceptions import MlflowException
 from nbmill import tracking
 from nbmill._hashing import sha256_file, tree_digest
 from nbmill._time import iso_from_timestamp
+from nbmill.context import notifier as notifier_for
 from nbmill.errors import NbmillError
 from nbmill.governance.events import Notifier
 from nbmill.models import store as st
@@ -51,7 +52,7 @@ def run_provenance(data_path: str | Path, project_dir: Path | None = None) -> di
     """The keyword arguments ``register_model`` needs from the current run, for a notebook:
     run id, git commit, the data file's sha256 and the environment fingerprint."""
     ctx = tracking.context()
-    run = tracking.run_json(ctx)
+    run = ctx.record()
     if run:
         commit = (run.get("git") or {}).get("commit")
     else:
@@ -145,7 +146,7 @@ def register_model(
     }
     if metrics:
         data["metrics"] = {k: float(v) for k, v in metrics.items()}
-    with tracking.emitter(st.project(project_dir), notifier) as emit:
+    with notifier_for(st.project(project_dir), notifier) as emit:
         emit.emit("nbmill.model.registered", subject(name, version), data)
     return version
 

@@ -2,7 +2,7 @@
 fail with errors naming what exists.
 
 No function here touches MLflow's process-wide tracking URI: every call goes through a client
-made for one store (``tracking.tracking_uri(project)``), so a notebook's own MLflow settings and
+made for one store (``project.config.tracking_uri``), so a notebook's own MLflow settings and
 the registry nbmill writes to never leak into each other.
 """
 
@@ -19,6 +19,7 @@ from nbmill import tracking
 from nbmill._environ import environ
 from nbmill.errors import NbmillError
 from nbmill.models.ref import ModelRef, parse_ref
+from nbmill.project.config import tracking_uri
 
 TAG_RUN_ID = tracking.RUN_ID_TAG  # "nbmill.run_id", as on the MLflow run
 TAG_COMMIT = "nbmill.commit"
@@ -39,7 +40,7 @@ class Store:
 
     @classmethod
     def of(cls, project_dir: Path | None = None) -> Store:
-        uri = tracking.tracking_uri(project(project_dir))
+        uri = tracking_uri(project(project_dir))
         return cls(uri, MlflowClient(tracking_uri=uri, registry_uri=uri))
 
     def download(self, name: str, version: str, dst: Path) -> Path:

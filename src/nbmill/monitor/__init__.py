@@ -16,8 +16,7 @@ Each name is imported on first use: ``nbmill.monitor.profile`` needs neither pya
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from nbmill._lazy import surface
 
 _SURFACE = {
     "profile_frame": "nbmill.monitor.profile",
@@ -36,8 +35,4 @@ _SURFACE = {
 
 __all__ = sorted(_SURFACE)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _SURFACE:
-        return getattr(import_module(_SURFACE[name]), name)
-    raise AttributeError(f"module 'nbmill.monitor' has no attribute '{name}'")
+__getattr__ = surface(__name__, _SURFACE)

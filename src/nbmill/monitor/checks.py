@@ -11,6 +11,7 @@ from typing import Any
 
 from nbmill import tracking
 from nbmill.collection import INPUTS, OUTPUTS, find_baseline
+from nbmill.context import notifier as notifier_for
 from nbmill.errors import NbmillError
 from nbmill.monitor import collected
 from nbmill.monitor.profile import Profile
@@ -190,7 +191,7 @@ def alert(result: Result, project_dir: Path | None = None) -> list[dict[str, Any
     events = []
     if not result.alerts:
         return events
-    with tracking.emitter(project_dir) as notifier:
+    with notifier_for(project_dir) as notifier:
         for found in result.alerts:
             data = {**summary, **{k: v for k, v in found.items() if k != "type"}}
             events.append(notifier.emit(found["type"], subject, _finite(data)))

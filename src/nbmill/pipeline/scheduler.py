@@ -17,8 +17,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from nbmill import tracking
 from nbmill._time import iso, utcnow
+from nbmill.context import StepContext
 from nbmill.governance.events import Notifier
 from nbmill.pipeline import cache, lifecycle
 from nbmill.pipeline.execute import first_line, preload_runtime
@@ -39,14 +39,8 @@ TICK_S = 0.2
 
 
 def step_env(record: RunRecord, step: str, p: Plan) -> dict[str, str]:
-    """What a step's kernel learns from its environment (read by nbmill.tracking)."""
-    return {
-        tracking.ENV_RUN_ID: record.id,
-        tracking.ENV_RUN_DIR: str(record.dir),
-        tracking.ENV_STEP: step,
-        tracking.ENV_PROJECT_DIR: str(p.project),
-        tracking.ENV_PIPELINE: p.pipeline.name,
-    }
+    """What a step's kernel learns from its environment (read by nbmill.context)."""
+    return StepContext(record.id, record.dir, step, p.project, p.pipeline.name).environment()
 
 
 class Scheduler:

@@ -130,6 +130,23 @@ class ProjectConfig:
         return self.with_sinks(notify, str(params_file.path)) if notify else self
 
 
+def tracking_uri(project_dir: Path) -> str:
+    """The MLflow store: ``MLFLOW_TRACKING_URI`` if set, else a sqlite file in the project
+    (no server)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(project_dir) / 'mlflow.db'}"
+
+
+def artifact_root(uri: str, experiment: str) -> str | None:
+    """Where a new experiment keeps artifacts: beside a sqlite store, else the server decides.
+
+    Without this, MLflow would put them in ./mlruns relative to the kernel's folder.
+    """
+    if uri.startswith("sqlite:///"):
+        store = Path(uri.removeprefix("sqlite:///")).parent
+        return (store / "mlartifacts" / experiment).resolve().as_uri()
+    return None
+
+
 def load_config(project_dir: Path, runs_dir: Path | None = None) -> ProjectConfig:
     project_dir = Path(project_dir).resolve()
     path = project_dir / CONFIG_FILE

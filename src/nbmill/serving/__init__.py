@@ -10,8 +10,7 @@ Each name is imported on first use.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from nbmill._lazy import surface
 
 _SURFACE = {
     "deploy_candidate": "nbmill.serving.deploy",
@@ -20,8 +19,4 @@ _SURFACE = {
 
 __all__ = sorted(_SURFACE)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _SURFACE:
-        return getattr(import_module(_SURFACE[name]), name)
-    raise AttributeError(f"module 'nbmill.serving' has no attribute '{name}'")
+__getattr__ = surface(__name__, _SURFACE)

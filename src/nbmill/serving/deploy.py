@@ -21,12 +21,12 @@ import numpy as np
 from nbmill import tracking
 from nbmill._fs import write_json
 from nbmill._time import iso, utcnow
+from nbmill.context import notifier as notifier_for
 from nbmill.errors import NbmillError
 from nbmill.models import package
 from nbmill.models.gate import PRODUCTION, STAGING
 from nbmill.models.registry import find_candidate
 from nbmill.models.store import TAG_GATE_REASON
-from nbmill.project.config import load_config
 from nbmill.records.provenance import who
 from nbmill.records.runjson import PACKAGE
 from nbmill.serving.startup import serving_here
@@ -177,10 +177,10 @@ def deploy_candidate(
     def expected():  # the model's own predictions, computed while the service starts
         return mlflow.pyfunc.load_model(str(model_dir)).predict(features)
 
-    with tracking.emitter(ctx.project_dir) as notifier:
+    with notifier_for(ctx.project_dir) as notifier:
         deployment = deploy_local(
             package_dir,
-            load_config(ctx.project_dir, tracking.runs_dir(ctx.project_dir)).deployments_dir,
+            ctx.config().deployments_dir,
             columns,
             features.values.tolist(),
             expected,
@@ -188,7 +188,7 @@ def deploy_candidate(
             version=version,
             run_id=ctx.run_id,
             notifier=notifier,
-            reason=tracking.run_json(ctx).get("why", ""),
+            reason=ctx.record().get("why", ""),
             cwd=ctx.project_dir,
         )
     smoke = deployment["smoke_test"]
