@@ -108,11 +108,13 @@ def test_a_broken_job_file_fails_the_sdks_validation_naming_why(
 
 def test_the_dry_run_command_writes_and_checks_the_job(tmp_path):
     done = nbmill(
-        "run", "pipelines/training.yml", "--params", "params/prod.yml", "--backend", "azureml",
-        "--dry-run", str(tmp_path), cwd=ROOT,
+        "run", "pipelines/training.yml", "--params", "params/prod.yml", "--on", "azureml",
+        "--dry-run", "--out", str(tmp_path), cwd=ROOT,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "load_job and its validation: valid" in done.stdout
+    assert f"pipeline job: {tmp_path / 'job.yml'} (loaded back by the SDK and checked: valid)" in (
+        done.stdout
+    )
     assert jobs.validate(tmp_path / "job.yml") == []
 
 
@@ -265,7 +267,8 @@ def test_a_drift_threshold_of_zero_that_the_sdk_would_drop_is_caught(tmp_path):
 def test_the_monitor_schedule_command_uses_the_monitoring_pipelines_thresholds(tmp_path):
     done = nbmill(
         "monitor-schedule", "diabetes-ridge@production", "--endpoint", "diabetes",
-        "--training-data", "azureml:diabetes-train:1", "--dry-run", str(tmp_path), cwd=ROOT,
+        "--training-data", "azureml:diabetes-train:1", "--dry-run", "--out", str(tmp_path),
+        cwd=ROOT,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert monitoring.validate(tmp_path / "schedule.yml", Thresholds()) == []
@@ -307,7 +310,7 @@ live = pytest.mark.skipif(
 @live
 def test_live_the_training_pipeline_runs_on_azure_ml(tmp_path):
     done = nbmill(
-        "run", "pipelines/training.yml", "--params", "params/prod.yml", "--backend", "azureml",
+        "run", "pipelines/training.yml", "--params", "params/prod.yml", "--on", "azureml",
         "--runs-dir", str(tmp_path), cwd=ROOT,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

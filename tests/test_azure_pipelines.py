@@ -573,7 +573,7 @@ def test_train_into_the_workspace_submits_an_azure_ml_job_for_the_azureml_backen
         "pipelines/training.yml",
         "--params",
         "params/dev.yml",
-        "--backend",
+        "--on",
         "azureml",
         "--reason",
         'Revert "smaller alpha"',
@@ -708,7 +708,7 @@ def test_deploy_job_deploys_the_alias_blue_green_through_nbmill(agent, stage_nam
     assert setup["script"] == "make setup-azure"
     assert result.returncode == 0, result.stderr
     (nbmill,) = agent.calls("nbmill")
-    assert nbmill["argv"][1:] == ["deploy", model, "--target", "azureml", "--endpoint", endpoint]
+    assert nbmill["argv"][1:] == ["deploy", model, "--on", "azureml", "--endpoint", endpoint]
     assert nbmill["mlflow"] == WORKSPACE_URI
 
 
@@ -787,6 +787,8 @@ def test_only_production_schedules_monitoring_of_its_endpoint(agent):
         "nbmill",
         "monitor-schedule",
         "diabetes-ridge@production",
+        "--on",
+        "azureml",
         "--endpoint",
         "diabetes-ridge-prod",
     ]

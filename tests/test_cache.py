@@ -121,7 +121,7 @@ def test_a_changed_project_module_reruns_the_steps_that_import_it(chain):
 def test_force_reruns_the_named_steps_and_cache_false_always_runs(chain):
     run(chain)
     assert statuses(run(chain, "--force", "use")) == {"make": "cached", "use": "completed"}
-    assert statuses(run(chain, "--force")) == {"make": "completed", "use": "completed"}
+    assert statuses(run(chain, "--force-all")) == {"make": "completed", "use": "completed"}
     spec = yaml.safe_load((chain / "pipelines" / "chain.yml").read_text())
     spec["steps"]["make"]["cache"] = False
     (chain / "pipelines" / "chain.yml").write_text(yaml.safe_dump(spec))

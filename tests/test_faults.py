@@ -311,7 +311,7 @@ def test_resume_keeps_only_what_the_completed_steps_wrote(project):
 def test_two_runs_at_once_both_complete_with_one_intact_ledger(project):
     path = notebook(project, "work", "import time\ntime.sleep(1)\ny = x + 1")
     spec = pipeline(project, {"a": {"notebook": path}, "b": {"notebook": path, "needs": ["a"]}})
-    runners = [start(project, "run", spec, "--force") for _ in range(2)]
+    runners = [start(project, "run", spec, "--force-all") for _ in range(2)]
     for runner in runners:
         _, stderr = runner.communicate(timeout=300)
         assert runner.returncode == 0, stderr

@@ -173,7 +173,7 @@ def test_verify_names_an_archived_file_with_one_byte_changed(governed):
         code, text = verify(governed)
     finally:
         path.write_bytes(original)
-    assert code == 1 and f"{path}: sha256 differs" in text
+    assert code == 4 and f"{path}: sha256 differs" in text
 
 
 def test_verify_names_a_changed_run_json(governed):
@@ -183,7 +183,7 @@ def test_verify_names_a_changed_run_json(governed):
         code, text = verify(governed)
     finally:
         path.write_bytes(original)
-    assert code == 1 and "run.json: differs from the ledger's entry" in text
+    assert code == 4 and "run.json: differs from the ledger's entry" in text
 
 
 @pytest.mark.parametrize("damage", ["delete", "reorder", "edit"])
@@ -205,4 +205,4 @@ def test_verify_names_the_first_damaged_ledger_entry(governed, damage):
         code, text = verify(governed)
     finally:
         path.write_bytes(original)
-    assert code == 1 and "ledger.jsonl: entry 2" in text
+    assert code == 4 and "ledger.jsonl: entry 2" in text

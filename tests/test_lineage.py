@@ -66,7 +66,7 @@ def test_a_file_changed_since_the_run_shows_as_broken(trained, tmp_path):
         data.write_text(data.read_text() + "1,2,3\n")
         code, chain = lineage(trained, "diabetes-ridge@production")
         (link,) = [x for x in chain["links"] if x["label"] == "data/test.csv"]
-        assert code == 1 and link["ok"] is False and link["detail"].startswith("changed: now")
+        assert code == 4 and link["ok"] is False and link["detail"].startswith("changed: now")
         text = nbmill("lineage", "diabetes-ridge@production", cwd=ROOT, env=trained["env"]).stdout
         assert "data/test.csv" in text and "BROKEN" in text
     finally:

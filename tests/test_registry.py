@@ -580,8 +580,8 @@ def test_a_dry_run_deploy_of_a_registered_alias_names_files_that_outlive_it(
 
     out = tmp_path / "dry-run"
     done = nbmill(
-        "deploy", f"{three_versions}@production", "--target", "azureml",
-        "--endpoint", "diabetes", "--dry-run", str(out), cwd=project,
+        "deploy", f"{three_versions}@production", "--on", "azureml",
+        "--endpoint", "diabetes", "--dry-run", "--out", str(out), cwd=project,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     (deployment,) = out.glob("deployment-*.yml")
@@ -616,16 +616,20 @@ def test_the_cli_promotes_rolls_back_and_lists_with_the_ledger_as_witness(
     from tests.conftest import nbmill
 
     env = {"MLFLOW_TRACKING_URI": store}
-    done = nbmill("promote", three_versions, "3", "--reason", "release 3", cwd=project, env=env)
+    promote = ("models", "promote", three_versions, "3", "--reason", "release 3")
+    done = nbmill(*promote, cwd=project, env=env)
     assert done.returncode == 0, done.stderr
     assert f"{three_versions}@production -> version 3 (was version 1)" in done.stdout
-    done = nbmill("rollback", three_versions, "--reason", "bad latency", cwd=project, env=env)
+    rollback = ("models", "rollback", three_versions, "--reason", "bad latency")
+    done = nbmill(*rollback, cwd=project, env=env)
     assert done.returncode == 0 and "-> version 1 (was version 3)" in done.stdout
-    listed = json.loads(nbmill("models", three_versions, "--json", cwd=project, env=env).stdout)
+    listed = json.loads(
+        nbmill("models", "list", three_versions, "--json", cwd=project, env=env).stdout
+    )
     assert {r["version"]: r["aliases"] for r in listed}["1"] == ["production"]
     whys = [e["data"]["why"] for e in ledger_events(project, "nbmill.model.promoted")]
     assert whys[-2:] == ["release 3", "bad latency"]
-    missing = nbmill("promote", three_versions, "9", "--reason", "x", cwd=project, env=env)
+    missing = nbmill(*promote[:3], "9", "--reason", "x", cwd=project, env=env)
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
     assert "9" in missing.stderr
 

@@ -196,7 +196,7 @@ def test_the_azure_ml_dry_run_puts_the_project_s_own_packages_on_the_path(classi
     pytest.importorskip("azure.ai.ml")
     out = tmp_path / "job"
     done = nbmill(
-        "run", "pipelines/classify.yml", "--backend", "azureml", "--dry-run", str(out),
+        "run", "pipelines/classify.yml", "--on", "azureml", "--dry-run", "--out", str(out),
         cwd=classifier["root"], env=classifier["env"],
     )  # fmt: skip
     assert done.returncode == 0, done.stderr + done.stdout

@@ -3,7 +3,7 @@ managed online endpoints (blue/green), and Azure ML model monitoring, built as r
 (SDK v2) entities and checked offline with the SDK's own loaders and validators.
 
 This package is the only place that imports ``azure.ai.ml`` (about 4.5 s): only when asked for
-(``--backend azureml``, ``--target azureml``, ``nbmill monitor-schedule``). Install it with
+(``nbmill run --on azureml``, ``nbmill deploy``, ``nbmill monitor-schedule``). Install it with
 ``make setup-azure`` (the ``azure`` dependency group).
 """
 

@@ -16,7 +16,8 @@ from typing import Any
 import yaml
 
 from nbmill.azure import sdk
-from nbmill.azure.settings import AzureSettings
+from nbmill.azure.dry_run import DryRun
+from nbmill.azure.settings import AzureSettings, Workspace
 from nbmill.collection import INPUTS, OUTPUTS
 from nbmill.errors import NbmillError
 
@@ -261,3 +262,44 @@ def deploy(
         raise
     return {"endpoint": endpoint, "deployment": rollout.new, "previous": rollout.old,
             "traffic": rollout.after}  # fmt: skip
+
+
+def dry_run(
+    endpoint: str,
+    model_dir: Path,
+    identity: dict[str, Any],
+    settings: AzureSettings,
+    out: Path,
+    copy_model: bool = False,
+) -> DryRun:
+    """The endpoint and a first deployment of the model, written to ``out`` and checked.
+    ``copy_model``: put the model's files beside the YAML (for a registered model's download,
+    which is gone once the caller's ``with`` block ends)."""
+    import shutil
+
+    out = Path(out)
+    if copy_model:
+        target = out / "model"
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(model_dir, target)
+        model_dir = target.resolve()
+    rollout = plan_rollout(endpoint, {}, set(), settings.mirror_percent)
+    write(rollout, model_dir, settings, identity, out)
+    return DryRun("endpoint and deployment", out, validate(out))
+
+
+def deploy_model(
+    endpoint: str,
+    model_dir: Path,
+    identity: dict[str, Any],
+    settings: AzureSettings,
+    sample_file: Path | None = None,
+    log=print,
+) -> dict[str, Any]:
+    """``deploy`` to the workspace the environment names; the smoke request is
+    ``sample_file`` (JSON), else one typical row from the model's baseline."""
+    request = json.loads(Path(sample_file).read_text()) if sample_file else sample(model_dir)
+    return deploy(
+        Workspace.from_environment(), endpoint, model_dir, settings, identity, request, log
+    )

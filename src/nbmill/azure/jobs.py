@@ -12,15 +12,66 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from nbmill.azure import sdk
+from nbmill.azure.dry_run import DryRun, out_dir
 from nbmill.azure.environment import environment
-from nbmill.azure.settings import AzureSettings
+from nbmill.azure.settings import AzureSettings, Workspace, settings_from
 from nbmill.errors import NbmillError
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """A pipeline run on Azure ML: nbmill's run id, the job's final status, and the folder its
+    steps' outputs were downloaded into."""
+
+    id: str
+    status: str
+    run_dir: Path
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "status": self.status, "record": str(self.run_dir), "on": "azureml"}
+
+
+def _planned_job(pipeline, params, overrides: Iterable[str], runs_dir):
+    """The plan of a run (checked as a local run's is), its id, and its pipeline job."""
+    from nbmill._time import new_run_id
+    from nbmill.pipeline.runner import plan
+
+    planned = plan(pipeline, params, overrides, runs_dir)
+    sections = planned.params_file.sections if planned.params_file else {}
+    settings = settings_from(sections, str(params) if params else "params")
+    run_id = new_run_id()
+    return planned, run_id, pipeline_job(planned, settings, run_id, planned.project)
+
+
+def dry_run(
+    pipeline, params=None, overrides: Iterable[str] = (), runs_dir=None, out=None
+) -> DryRun:
+    """The pipeline's Azure ML job written to ``out``/job.yml (default: the runs folder's
+    dry-run/), loaded back and validated by the SDK, with nbmill's binding checks."""
+    planned, _, job = _planned_job(pipeline, params, overrides, runs_dir)
+    path = write(job, out_dir(out, planned.config.runs_dir) / "job.yml")
+    return DryRun("pipeline job", path, validate(path))
+
+
+def run_pipeline(
+    pipeline, params=None, overrides: Iterable[str] = (), runs_dir=None, log: Callable = print
+) -> JobRun:
+    """Submit the pipeline as an Azure ML job to the workspace the environment names, stream
+    it, and download its steps' outputs into runs/<id>/ (NbmillError unless it completed)."""
+    workspace = Workspace.from_environment()  # before anything is built or a folder made
+    planned, run_id, job = _planned_job(pipeline, params, overrides, runs_dir)
+    run_dir = planned.config.runs_dir / run_id
+    run_dir.mkdir(parents=True)
+    status = submit(job, workspace, run_dir, log)
+    return JobRun(run_id, status, run_dir)
 
 
 def _producer(step, path: str, pipeline) -> str:

@@ -15,7 +15,9 @@ from pathlib import Path
 import yaml
 
 from nbmill.azure import sdk
-from nbmill.azure.settings import AzureSettings
+from nbmill.azure.dry_run import DryRun, out_dir
+from nbmill.azure.settings import AzureSettings, Workspace, settings_of
+from nbmill.errors import NbmillError
 from nbmill.monitor.thresholds import Thresholds
 
 QUALITY = ("null_value_rate", "data_type_error_rate", "out_of_bounds_rate")
@@ -193,3 +195,85 @@ def _lost_in_rest(schedule) -> list[str]:
                         "give a small positive one"
                     )
     return problems
+
+
+def pipeline_thresholds(
+    project_dir: Path, pipeline: str | Path | None = None, params_file: str | None = None
+) -> Thresholds:
+    """The thresholds the monitoring pipeline's steps are given (``pipeline``, else
+    nbmill.yml's ``monitoring_pipeline``): Azure ML's defaults unless changed."""
+    from nbmill.monitor.thresholds import thresholds
+    from nbmill.pipeline.runner import plan
+    from nbmill.project.config import load_config
+
+    pipeline = Path(pipeline) if pipeline else load_config(project_dir).monitoring_pipeline
+    if pipeline is None:
+        raise NbmillError(
+            "monitor-schedule: which pipeline's thresholds? Pass --pipeline FILE, or set "
+            "monitoring_pipeline in nbmill.yml"
+        )
+    planned = plan(pipeline, params_file, (), None, project_dir)
+    given = [values["thresholds"] for values in planned.resolved.values() if "thresholds" in values]
+    return thresholds(given[0] if given else {})
+
+
+def _schedule(model: str, endpoint: str, deployment: str, training_data, limits, settings):
+    from nbmill.models.ref import parse_ref
+
+    name = parse_ref(model).name
+    return schedule_entity(
+        f"{name}-monitor",  # one schedule per endpoint, moved to the live deployment
+        endpoint,
+        deployment,
+        training_data or f"azureml:{name}-training@latest",
+        limits,
+        settings,
+    )
+
+
+def dry_run(
+    model: str,
+    endpoint: str,
+    project_dir: Path,
+    *,
+    deployment: str | None = None,
+    training_data: str | None = None,
+    pipeline: str | Path | None = None,
+    params_file: str | None = None,
+    out: str | Path | None = None,
+) -> DryRun:
+    """The schedule of ``model``'s deployment (default: blue) on ``endpoint``, written to
+    ``out``/schedule.yml (default: the runs folder's dry-run/) and checked."""
+    from nbmill.project.config import load_config
+
+    limits = pipeline_thresholds(project_dir, pipeline, params_file)
+    schedule = _schedule(
+        model, endpoint, deployment or "blue", training_data, limits, settings_of(params_file)
+    )
+    where = out_dir(out, load_config(project_dir).runs_dir) / "schedule.yml"
+    path = write(schedule, where)
+    return DryRun("monitor schedule", path, validate(path, limits))
+
+
+def create_schedule(
+    model: str,
+    endpoint: str,
+    project_dir: Path,
+    *,
+    deployment: str | None = None,
+    training_data: str | None = None,
+    pipeline: str | Path | None = None,
+    params_file: str | None = None,
+) -> str:
+    """Create or update the schedule in the workspace the environment names, on
+    ``deployment`` (default: the one taking the endpoint's traffic); returns its name."""
+    limits = pipeline_thresholds(project_dir, pipeline, params_file)
+    settings = settings_of(params_file)
+    client = Workspace.from_environment().client()
+    if not deployment:
+        traffic = client.online_endpoints.get(endpoint).traffic or {}
+        if not any(traffic.values()):
+            raise NbmillError(f"endpoint '{endpoint}' serves no traffic: deploy first")
+        deployment = max(traffic, key=traffic.get)
+    schedule = _schedule(model, endpoint, deployment, training_data, limits, settings)
+    return client.schedules.begin_create_or_update(schedule).result().name

@@ -42,6 +42,15 @@ def settings_from(sections: dict[str, Any] | None, where: str = "params") -> Azu
         raise NbmillError(f"{where}: 'azure' must be a mapping of settings") from None
 
 
+def settings_of(params_file: str | None) -> AzureSettings:
+    """The ``azure:`` section of a params file (the defaults without one)."""
+    from nbmill.project.params import load_params_file
+
+    if not params_file:
+        return settings_from({})
+    return settings_from(load_params_file(params_file).sections, params_file)
+
+
 @dataclass(frozen=True)
 class Workspace:
     subscription_id: str

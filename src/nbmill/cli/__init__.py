@@ -1,8 +1,12 @@
 """The command line: parse arguments, call the library, print. Nothing else lives here.
 
 Each command group is a module that adds its parsers, each command's arguments beside its
-handler: ``run``, ``review`` (runs, show, diff, report, verify, events), ``models`` (models,
-promote, rollback, serve).
+handler: ``run`` (run, reproduce), ``review`` (runs, show, diff, report, verify, events
+list|retry), ``lineage``, ``models`` (models list|show|history|promote|rollback, the promote
+and rollback aliases, serve), ``monitor`` (traffic) and ``azure`` (deploy, monitor-schedule).
+
+Every command that prints a result prints a table or text for people, and JSON with
+``--json``; errors and progress go to stderr. The exit codes are ``nbmill.errors``' table.
 """
 
 from __future__ import annotations
@@ -10,21 +14,25 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 
 from nbmill import __version__
 from nbmill.cli import azure, lineage, models, monitor, review, run
-from nbmill.errors import NbmillError, RunError, RunInterrupted
+from nbmill.cli._shared import Parser
+from nbmill.errors import NbmillError, RunError, interrupted
 
 GROUPS = (run, review, lineage, models, monitor, azure)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="nbmill",
         description="Run pipelines of parameterised notebooks; keep every run as a record.",
+        epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 drift (--fail-on-drift), 4 a check found "
+        "a difference or a broken hash, 130/143 interrupted (SIGINT/SIGTERM).",
     )
     parser.add_argument("--version", action="version", version=f"nbmill {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -35,34 +43,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    """Every subcommand's parser, by name (a test checks each has help text)."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
-    return {}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, run the command's handler, and return its exit code (the table in
+    ``nbmill.errors``); a usage error exits 2 from the parser."""
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.func
     try:
         return handler(args)
-    except RunInterrupted as exc:
-        _error(str(exc))
-        return exc.exit_code
-    except RunError as exc:
-        _error(str(exc))
-        return 1
     except NbmillError as exc:
-        if args.debug:
+        if args.debug and not isinstance(exc, RunError):  # a run's error is in its record
             traceback.print_exc()
         _error(str(exc))
-        return 1
+        return exc.exit_code
     except KeyboardInterrupt:
         _error("interrupted")
-        return 130
+        return interrupted(signal.SIGINT)
 
 
 def console() -> None:

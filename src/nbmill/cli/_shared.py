@@ -1,13 +1,18 @@
-"""What every command shares: the project and its config, and printing JSON or text."""
+"""What every command shares: the project and its config, the one output option (a table for
+people, ``--json`` for scripts), and how a command or a noun's verbs are declared."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from nbmill.errors import ERROR, NbmillError
 
 
 def project() -> Path:
@@ -23,19 +28,44 @@ def config(args: argparse.Namespace):
     return load_config(project(), Path(runs_dir) if runs_dir else None)
 
 
-def output(args: argparse.Namespace, data, text: Callable[[], str]) -> int:
-    """``data`` as JSON with --json, else the text a person reads."""
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def output(args: argparse.Namespace, data: Any, text: Callable[[], str], code: int = 0) -> int:
+    """The result: ``data`` as JSON with --json, else the text a person reads; returns ``code``."""
     if args.json:
-        print(json.dumps(data, indent=2, default=str))
+        print_json(data)
     else:
         print(text())
-    return 0
+    return code
 
 
 def table(rows: list[dict], empty: str) -> str:
     from nbmill.records.text import format_table
 
     return format_table(rows) if rows else empty
+
+
+def note(message: str) -> None:
+    """A line about how the command went (progress, a warning), never its result: stderr."""
+    print(message, file=sys.stderr, flush=True)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose noun may have a default verb: with ``default_verb = "list"``,
+    ``nbmill events --type X`` is ``nbmill events list --type X`` and ``nbmill models`` is
+    ``nbmill models list``. Only an option (or nothing) after the noun gets it, so a name is
+    never taken for a verb or the other way round."""
+
+    default_verb: str | None = None
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace=None):
+        if self.default_verb is not None and args is not None:
+            args = list(args)
+            if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help")):
+                args = [self.default_verb, *args]
+        return super().parse_known_args(args, namespace)
 
 
 @dataclass(frozen=True)
@@ -54,17 +84,89 @@ class Command:
             parser.add_argument(*flags, **options)
         parser.set_defaults(func=self.handler)
 
+    def alias(self, name: str, of: str) -> Command:
+        """The same command under another name (an older spelling), saying what it is."""
+        return dataclasses.replace(
+            self,
+            name=name,
+            help=f"alias of `nbmill {of}`",
+            description=f"Alias of `nbmill {of}`. {self.description}",
+        )
+
+
+@dataclass(frozen=True)
+class Group:
+    """A noun with several verbs (``nbmill models list|show|history|promote|rollback``);
+    ``default``: the verb run when the noun is followed by an option or nothing."""
+
+    name: str
+    help: str
+    description: str
+    verbs: list[Command]
+    default: str | None = None
+
+    def add_to(self, sub) -> None:
+        parser = sub.add_parser(self.name, help=self.help, description=self.description)
+        parser.default_verb = self.default
+        verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+        for verb in self.verbs:
+            verb.add_to(verbs)
+
 
 def arg(*flags: str, **options: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
     """An argument of a command, as ``ArgumentParser.add_argument`` takes it."""
     return flags, options
 
 
-JSON = arg("--json", action="store_true", help="print JSON for scripts")
+JSON = arg("--json", action="store_true", help="print the result as JSON (for scripts)")
 RUNS_DIR = arg("--runs-dir", metavar="DIR", help="run folders (default: runs/)")
+ON_AZUREML = "azureml"
 
 
-def command(commands: list[Command], name: str, help: str, description: str, *arguments):
+def on(*where: str, default: str) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """``--on WHERE``: where a command acts, ``local`` (this machine) or ``azureml`` (the
+    workspace in AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP, AZUREML_WORKSPACE_NAME)."""
+    return arg(
+        "--on",
+        choices=list(where),
+        default=default,
+        help=f"where: {' or '.join(where)} (default: {default})",
+    )
+
+
+def old_spelling(flag: str, dest: str, choices: list[str]) -> tuple:
+    """An older spelling of an option, still accepted and not shown in the help."""
+    return arg(flag, dest=dest, choices=choices, help=argparse.SUPPRESS)
+
+
+DRY_RUN = arg(
+    "--dry-run",
+    action="store_true",
+    help="write what Azure ML would get as YAML (to --out) and check it; submit nothing",
+)
+OUT = arg("--out", metavar="DIR", help="where --dry-run writes (default: runs/dry-run/)")
+
+
+def check_out(args: argparse.Namespace) -> None:
+    """``--out`` only with ``--dry-run``."""
+    if args.out and not args.dry_run:
+        raise NbmillError("--out is where --dry-run writes: add --dry-run")
+
+
+def print_dry_run(args: argparse.Namespace, result) -> int:
+    """A dry run's result (``nbmill.azure.dry_run.DryRun``): what it wrote, and valid (exit 0)
+    or each problem, on stderr as any error is (exit 1; with --json the result is printed)."""
+    if result.valid:
+        text = f"{result.kind}: {result.written} (loaded back by the SDK and checked: valid)"
+        return output(args, result.as_dict(), lambda: text)
+    for problem in result.problems:
+        note(f"error: {result.written}: {problem}")
+    if args.json:
+        print_json(result.as_dict())
+    return ERROR
+
+
+def command(commands: list, name: str, help: str, description: str, *arguments):
     """Declare the decorated function as the handler of ``nbmill NAME`` with ``arguments``."""
 
     def register(handler: Callable[[argparse.Namespace], int]):
@@ -72,3 +174,9 @@ def command(commands: list[Command], name: str, help: str, description: str, *ar
         return handler
 
     return register
+
+
+def found(commands: list, name: str) -> Command:
+    """The command named ``name`` in ``commands``."""
+    (match,) = [c for c in commands if c.name == name]
+    return match

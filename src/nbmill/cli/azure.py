@@ -1,60 +1,33 @@
-"""``nbmill deploy --target azureml`` and ``nbmill monitor-schedule``: Azure ML endpoints and
-monitoring (the ``--backend azureml`` of ``nbmill run`` is in cli/run.py). Each builds real
-azure-ai-ml entities; ``--dry-run DIR`` writes their YAML, checks it with the SDK's loaders and
-nbmill's own checks, and submits nothing."""
+"""``nbmill deploy --on azureml`` and ``nbmill monitor-schedule``: Azure ML endpoints and
+monitoring (``nbmill run --on azureml`` is in cli/run.py). The work is in ``nbmill.azure``:
+real azure-ai-ml entities, submitted, or with ``--dry-run`` written as YAML to ``--out`` and
+checked with the SDK's loaders and nbmill's own checks."""
 
 from __future__ import annotations
 
 import argparse
-import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from nbmill.cli._shared import Command, arg, command, project
-from nbmill.errors import NbmillError
+from nbmill.cli._shared import (
+    DRY_RUN,
+    JSON,
+    ON_AZUREML,
+    OUT,
+    Command,
+    arg,
+    check_out,
+    command,
+    config,
+    note,
+    old_spelling,
+    on,
+    output,
+    print_dry_run,
+    project,
+)
 
 COMMANDS: list[Command] = []
-DRY_RUN = arg("--dry-run", metavar="DIR", help="write the YAML to DIR and check it; submit nothing")
 PARAMS = arg("--params", metavar="FILE", help="the params file whose azure: section applies")
-
-
-def _settings(params: str | None):
-    from nbmill.azure.settings import settings_from
-    from nbmill.project.params import load_params_file
-
-    if not params:
-        return settings_from({})
-    return settings_from(load_params_file(params).sections, params)
-
-
-def _report(kind: str, written: Path, problems: list[str]) -> int:
-    if problems:
-        for problem in problems:
-            print(f"error: {written}: {problem}")
-        return 1
-    print(f"{kind}: {written} (loaded back by the SDK and checked: valid)")
-    return 0
-
-
-@contextmanager
-def _model(ref: str, here: Path) -> Iterator[tuple[Path, dict]]:
-    """The model's folder and identity, for the ``with`` block (a registered model's download
-    is removed after it)."""
-    from nbmill.serving.startup import resolve_model
-
-    with resolve_model(ref, here) as (folder, _, identity):
-        yield Path(folder), identity
-
-
-def _copy_model(folder: Path, target: Path) -> Path:
-    """A registered model's files beside the dry run's YAML, for as long as the YAML is kept."""
-    import shutil
-
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(folder, target)
-    return target.resolve()
 
 
 @command(
@@ -64,9 +37,11 @@ def _copy_model(folder: Path, target: Path) -> Path:
     "Deploy NAME@ALIAS (or a package folder) to a managed online endpoint: a new deployment at "
     "0% traffic, a smoke test against it by name, then traffic moved to it (through a mirror "
     "first, with the params' azure.mirror_percent), the old deployment kept for rollback. A "
-    "failure leaves traffic where it was.",
+    "failure leaves traffic where it was. (A local deployment is the pipeline's deploy step, "
+    "and `nbmill serve`.)",
     arg("model", help="NAME@ALIAS, NAME/VERSION or a package folder"),
-    arg("--target", choices=["azureml"], required=True, help="where to deploy (azureml)"),
+    on(ON_AZUREML, default=ON_AZUREML),
+    old_spelling("--target", "on", [ON_AZUREML]),
     arg("--endpoint", required=True, help="the managed online endpoint's name"),
     arg(
         "--sample",
@@ -76,30 +51,32 @@ def _copy_model(folder: Path, target: Path) -> Path:
     ),
     PARAMS,
     DRY_RUN,
+    OUT,
+    JSON,
 )
 def cmd_deploy(args: argparse.Namespace) -> int:
     from nbmill.azure import endpoints
+    from nbmill.azure.dry_run import out_dir
+    from nbmill.azure.settings import settings_of
+    from nbmill.serving.startup import resolve_model
 
-    here = project()
-    settings = _settings(args.params)
-    with _model(args.model, here) as (folder, identity):
+    check_out(args)
+    settings = settings_of(args.params)
+    with resolve_model(args.model, project()) as (folder, _, identity):
         if args.dry_run:
-            out = Path(args.dry_run)
-            if not Path(args.model).is_dir():  # the YAML must not name a download that goes
-                folder = _copy_model(folder, out / "model")
-            rollout = endpoints.plan_rollout(args.endpoint, {}, set(), settings.mirror_percent)
-            endpoints.write(rollout, folder, settings, identity, out)
-            return _report("endpoint and deployment", out, endpoints.validate(out))
-        from nbmill.azure.settings import Workspace
+            out = out_dir(args.out, config(args).runs_dir)
+            copy = not Path(args.model).is_dir()  # the YAML outlives a registered model's download
+            result = endpoints.dry_run(args.endpoint, Path(folder), identity, settings, out, copy)
+            return print_dry_run(args, result)
+        deployed = endpoints.deploy_model(
+            args.endpoint, Path(folder), identity, settings, args.sample, log=note
+        )
+    return output(args, deployed, lambda: _deployed(deployed))
 
-        sample = (
-            json.loads(Path(args.sample).read_text()) if args.sample else endpoints.sample(folder)
-        )
-        result = endpoints.deploy(
-            Workspace.from_environment(), args.endpoint, folder, settings, identity, sample
-        )
-    print(json.dumps(result, indent=1))
-    return 0
+
+def _deployed(result: dict) -> str:
+    traffic = ", ".join(f"{name} {share}%" for name, share in result["traffic"].items())
+    return f"{result['endpoint']}/{result['deployment']} deployed; traffic: {traffic}"
 
 
 @command(
@@ -111,6 +88,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     "pipeline (Azure ML's defaults unless changed), on the params' azure.monitor_cron, "
     "alerting azure.alert_emails.",
     arg("model", help="NAME@ALIAS: the model whose deployment is monitored"),
+    on(ON_AZUREML, default=ON_AZUREML),
     arg("--endpoint", required=True, help="the managed online endpoint's name"),
     arg(
         "--deployment",
@@ -129,48 +107,21 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     ),
     PARAMS,
     DRY_RUN,
+    OUT,
+    JSON,
 )
 def cmd_monitor_schedule(args: argparse.Namespace) -> int:
     from nbmill.azure import monitoring
-    from nbmill.models.ref import parse_ref
-    from nbmill.monitor.thresholds import thresholds
-    from nbmill.pipeline.runner import plan
-    from nbmill.project.config import load_config
 
-    here = project()
-    settings = _settings(args.params)
-    pipeline = Path(args.pipeline) if args.pipeline else load_config(here).monitoring_pipeline
-    if pipeline is None:
-        raise NbmillError(
-            "monitor-schedule: which pipeline's thresholds? Pass --pipeline FILE, or set "
-            "monitoring_pipeline in nbmill.yml"
-        )
-    planned = plan(pipeline, args.params, (), None, here)
-    given = [values["thresholds"] for values in planned.resolved.values() if "thresholds" in values]
-    limits = thresholds(given[0] if given else {})
-    name = parse_ref(args.model).name
-    workspace = None
-    deployment = args.deployment or "blue"
-    if not args.dry_run:
-        from nbmill.azure.settings import Workspace
-
-        workspace = Workspace.from_environment()
-        if not args.deployment:
-            traffic = workspace.client().online_endpoints.get(args.endpoint).traffic or {}
-            if not any(traffic.values()):
-                raise NbmillError(f"endpoint '{args.endpoint}' serves no traffic: deploy first")
-            deployment = max(traffic, key=traffic.get)
-    schedule = monitoring.schedule_entity(
-        f"{name}-monitor",  # one schedule per endpoint, moved to the live deployment
-        args.endpoint,
-        deployment,
-        args.training_data or f"azureml:{name}-training@latest",
-        limits,
-        settings,
-    )
+    check_out(args)
+    options = {
+        "deployment": args.deployment,
+        "training_data": args.training_data,
+        "pipeline": args.pipeline,
+        "params_file": args.params,
+    }
     if args.dry_run:
-        path = monitoring.write(schedule, Path(args.dry_run) / "schedule.yml")
-        return _report("monitor schedule", path, monitoring.validate(path, limits))
-    created = workspace.client().schedules.begin_create_or_update(schedule)
-    print(f"scheduled {created.result().name}")
-    return 0
+        result = monitoring.dry_run(args.model, args.endpoint, project(), out=args.out, **options)
+        return print_dry_run(args, result)
+    name = monitoring.create_schedule(args.model, args.endpoint, project(), **options)
+    return output(args, {"schedule": name, "endpoint": args.endpoint}, lambda: f"scheduled {name}")

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from nbmill.cli._shared import JSON, RUNS_DIR, Command, arg, command, config, output
+from nbmill.errors import DIFFERENT, OK
 
 COMMANDS: list[Command] = []
 
@@ -19,7 +20,8 @@ COMMANDS: list[Command] = []
     "request's correlation id. Prints the chain: the model version, the run that trained it "
     "(who, why, when), each step's executed notebook and the data it read with their sha256, "
     "the commit, the environment, the gate decision and the deployments that served it. "
-    "Every hash is checked as it is printed: BROKEN marks one that no longer matches.",
+    "Every hash is checked as it is printed: BROKEN marks one that no longer matches (exit "
+    f"{DIFFERENT}).",
     arg("target", help="NAME@ALIAS, NAME/VERSION, local, a run id, or a correlation id"),
     arg("--collect-dir", metavar="DIR", help="where collected requests are (nbmill.yml's)"),
     RUNS_DIR,
@@ -33,5 +35,6 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     collect = Path(args.collect_dir) if args.collect_dir else settings.collect_dir
     links = trace(args.target, settings, collect)
     data = {"target": args.target, "links": [link.as_dict() for link in links]}
-    code = output(args, data, lambda: as_text(args.target, links))
-    return 1 if broken(links) else code
+    return output(
+        args, data, lambda: as_text(args.target, links), DIFFERENT if broken(links) else OK
+    )

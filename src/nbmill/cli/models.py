@@ -1,66 +1,106 @@
-"""The registry and serving: ``nbmill models``, ``promote``, ``rollback`` and ``serve``."""
+"""The registry and serving: ``nbmill models list|show|history|promote|rollback`` (``nbmill
+promote`` and ``nbmill rollback`` are aliases) and ``nbmill serve``."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from nbmill.cli._shared import JSON, Command, arg, command, output, project, table
+from nbmill.cli._shared import (
+    JSON,
+    RUNS_DIR,
+    Command,
+    Group,
+    arg,
+    command,
+    config,
+    found,
+    output,
+    project,
+    table,
+)
 
-COMMANDS: list[Command] = []
+COMMANDS: list = []
+MODELS: list[Command] = []
 NAME = arg("name", help="registered model name")
 REASON = arg("--reason", required=True, help="why (kept in the ledger)")
 
 
 @command(
-    COMMANDS,
-    "models",
-    "list registered model versions, or an alias's history",
-    "Registered versions: aliases, nbmill run, metrics. `nbmill models history NAME` lists "
-    "every alias move from the ledger (version, from, who, why, when); with --at TIME, which "
-    "version held each alias then.",
-    arg("name", nargs="?", help="one model (default: all), or `history`"),
-    arg("model", nargs="?", help="with history: the model"),
-    arg("--at", metavar="TIME", help="with history: which version held each alias at TIME (ISO)"),
-    arg("--alias", help="with history: one alias"),
+    MODELS,
+    "list",
+    "list registered model versions: aliases, run, metrics (the default verb)",
+    "Registered versions, each model's newest first: aliases, nbmill run, created, and the "
+    "evaluate step's metrics (--json: every field and metric).",
+    arg("name", nargs="?", help="one model (default: all)"),
     JSON,
 )
-def cmd_models(args: argparse.Namespace) -> int:
-    if args.name == "history":
-        return _history(args)
+def cmd_models_list(args: argparse.Namespace) -> int:
     from nbmill.models.registry import list_models
 
     rows = list_models(args.name, project_dir=project())
-    shown = [
-        {
-            "name": r["name"],
-            "version": r["version"],
-            "aliases": ",".join(r["aliases"]),
-            "run": r["run_id"] or "",
-            "created": r["created"],
-            **{k: v for k, v in r["metrics"].items() if k.startswith("evaluate.")},
-        }
-        for r in rows
-    ]
-    return output(args, rows, lambda: table(shown, "no registered models"))
+    return output(args, rows, lambda: table([_row(r) for r in rows], "no registered models"))
 
 
-def _history(args: argparse.Namespace) -> int:
-    from nbmill.errors import NbmillError
+def _row(r: dict) -> dict:
+    return {
+        "name": r["name"],
+        "version": r["version"],
+        "aliases": ",".join(r["aliases"]),
+        "run": r["run_id"] or "",
+        "created": r["created"],
+        **{k: v for k, v in r["metrics"].items() if k.startswith("evaluate.")},
+    }
+
+
+@command(
+    MODELS,
+    "show",
+    "show one model version: its tags, aliases and metrics",
+    "One registered version, NAME/VERSION or NAME@ALIAS: aliases, the nbmill run and commit "
+    "that made it, the sha256 of its files, the gate's reason, and its run's metrics.",
+    arg("model", help="NAME/VERSION or NAME@ALIAS"),
+    JSON,
+)
+def cmd_models_show(args: argparse.Namespace) -> int:
+    from nbmill.models.registry import describe
+
+    row = describe(args.model, project_dir=project())
+
+    def text() -> str:
+        fields = {k: v for k, v in row.items() if k != "metrics"}
+        fields["aliases"] = ", ".join(row["aliases"])
+        lines = [f"{k:<17} {'' if v is None else v}" for k, v in fields.items()]
+        lines += [f"  {k} = {v:.4g}" for k, v in row["metrics"].items()]
+        return "\n".join(lines)
+
+    return output(args, row, text)
+
+
+@command(
+    MODELS,
+    "history",
+    "list every alias move of a model, from the ledger",
+    "Every alias move of NAME from the ledger (version, from, action, who, why, when); with "
+    "--at TIME, which version held each alias then.",
+    NAME,
+    arg("--at", metavar="TIME", help="which version held each alias at TIME (ISO 8601)"),
+    arg("--alias", help="one alias only"),
+    RUNS_DIR,
+    JSON,
+)
+def cmd_models_history(args: argparse.Namespace) -> int:
     from nbmill.governance.ledger import Ledger
     from nbmill.models.history import holder_at, moves
-    from nbmill.project.config import load_config
 
-    if not args.model:
-        raise NbmillError("give the model: nbmill models history NAME [--at TIME]")
-    history = moves(Ledger(load_config(project()).ledger).events(), args.model, args.alias)
+    history = moves(Ledger(config(args).ledger).events(), args.name, args.alias)
     if args.at is None:
         rows = [
             {k: m[k] or "" for k in ("time", "alias", "version", "from", "action", "who", "why")}
             for m in history
         ]
         return output(
-            args, history, lambda: table(rows, f"no alias moves of '{args.model}' in the ledger")
+            args, history, lambda: table(rows, f"no alias moves of '{args.name}' in the ledger")
         )
     aliases = sorted({m["alias"] for m in history})
     held = {alias: holder_at(history, alias, args.at) for alias in aliases}
@@ -77,13 +117,14 @@ def _history(args: argparse.Namespace) -> int:
     return output(args, held, lambda: f"at {args.at}:\n" + table(rows, "no alias was set"))
 
 
-def _print_move(move) -> None:
+def _moved(args: argparse.Namespace, move) -> int:
     before = f" (was version {move.previous_version})" if move.previous_version else ""
-    print(f"{move.model}@{move.alias} -> version {move.version}{before}; by {move.who}: {move.why}")
+    text = f"{move.model}@{move.alias} -> version {move.version}{before}; by {move.who}: {move.why}"
+    return output(args, move.as_dict(), lambda: text)
 
 
 @command(
-    COMMANDS,
+    MODELS,
     "promote",
     "move an alias (production) to a model version",
     "Move an alias to a version; the move is recorded in the ledger (nbmill.model.promoted) "
@@ -92,27 +133,43 @@ def _print_move(move) -> None:
     arg("version", help="version to promote"),
     arg("--to", default="production", help="alias to move (production)"),
     REASON,
+    JSON,
 )
 def cmd_promote(args: argparse.Namespace) -> int:
     from nbmill.models.aliases import promote
 
-    _print_move(promote(args.name, args.version, args.to, args.reason, project_dir=project()))
-    return 0
+    return _moved(
+        args, promote(args.name, args.version, args.to, args.reason, project_dir=project())
+    )
 
 
 @command(
-    COMMANDS,
+    MODELS,
     "rollback",
     "move production back to the previous version",
     "Move the production alias back to the version that held it before; recorded in the ledger.",
     NAME,
     REASON,
+    JSON,
 )
 def cmd_rollback(args: argparse.Namespace) -> int:
     from nbmill.models.aliases import rollback
 
-    _print_move(rollback(args.name, args.reason, project_dir=project()))
-    return 0
+    return _moved(args, rollback(args.name, args.reason, project_dir=project()))
+
+
+COMMANDS += [
+    Group(
+        "models",
+        "the model registry: list, show, history, promote, rollback",
+        "Registered models: `nbmill models list [NAME]` (also plain `nbmill models`), `show "
+        "NAME/VERSION|NAME@ALIAS`, `history NAME`, `promote NAME VERSION`, `rollback NAME`.",
+        MODELS,
+        default="list",
+    ),
+    found(MODELS, "promote").alias("promote", "models promote"),
+    found(MODELS, "rollback").alias("rollback", "models rollback"),
+]
 
 
 @command(

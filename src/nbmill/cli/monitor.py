@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
-from nbmill.cli._shared import JSON, Command, arg, command, output, project
+from nbmill.cli._shared import JSON, Command, arg, command, note, output, project
+from nbmill.errors import ERROR, OK
 
 COMMANDS: list[Command] = []
 
@@ -62,10 +62,9 @@ def cmd_traffic(args: argparse.Namespace) -> int:
     frame = pd.read_csv(source)
     rows = len(frame) if args.rows is None else args.rows
     if rows > len(frame):
-        print(
+        note(
             f"note: {rows} rows from {len(frame)}: rows repeat, and tests on a small window "
-            "count each repeat as new evidence",
-            file=sys.stderr,
+            "count each repeat as new evidence"
         )
     matrix = traffic.sample(frame, columns, rows, shifts, args.seed)
     key = os.environ.get(ENV_KEY) or load_key(here)[0]
@@ -82,6 +81,5 @@ def cmd_traffic(args: argparse.Namespace) -> int:
             f"sampled from {source}"
         )
 
-    output(args, sent, text)
     ok = all(200 <= int(status) < 300 for status in sent["statuses"])
-    return 0 if ok else 1
+    return output(args, sent, text, OK if ok else ERROR)

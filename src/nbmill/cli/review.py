@@ -1,4 +1,5 @@
-"""Reviewing runs: ``nbmill runs``, ``show``, ``diff``, ``report``, ``verify`` and ``events``."""
+"""Reviewing runs: ``nbmill runs``, ``show``, ``diff``, ``report``, ``verify`` and ``events
+list|retry``."""
 
 from __future__ import annotations
 
@@ -6,9 +7,22 @@ import argparse
 import sys
 from pathlib import Path
 
-from nbmill.cli._shared import JSON, RUNS_DIR, Command, arg, command, config, output, table
+from nbmill.cli._shared import (
+    JSON,
+    RUNS_DIR,
+    Command,
+    Group,
+    arg,
+    command,
+    config,
+    note,
+    output,
+    table,
+)
+from nbmill.errors import DIFFERENT, ERROR, OK
 
-COMMANDS: list[Command] = []
+COMMANDS: list = []
+EVENTS: list[Command] = []
 RUN = "run id, unique prefix, run folder, or 'latest'"
 
 
@@ -111,6 +125,7 @@ def _run_dir(runs_dir: Path, ref: str, run: dict) -> Path:
     "write the static HTML report of all runs and the ledger",
     "Write runs/index.html (every run, linking its notebooks) and runs/ledger.html.",
     RUNS_DIR,
+    JSON,
 )
 def cmd_report(args: argparse.Namespace) -> int:
     from nbmill.governance.ledger import Ledger
@@ -124,62 +139,60 @@ def cmd_report(args: argparse.Namespace) -> int:
         list(Ledger(settings.ledger).entries()),
         key_metrics=list(settings.key_metrics) if settings.key_metrics else None,
     )
-    print(f"report: {index}")
-    return 0
+    return output(args, {"report": str(index)}, lambda: f"report: {index}")
 
 
 @command(
     COMMANDS,
     "verify",
     "check records and the ledger for tampering",
-    "Re-hash every archived file and walk the ledger's hash chain; exit 1 naming the first "
-    "changed file or entry.",
+    "Re-hash every archived file and walk the ledger's hash chain. Exit 0 when everything "
+    f"matches; exit {DIFFERENT}, naming the first changed file or entry, when something does not.",
     arg("run", nargs="?", help="one run (default: the ledger and every run)"),
     RUNS_DIR,
+    JSON,
 )
 def cmd_verify(args: argparse.Namespace) -> int:
+    from nbmill.governance.ledger import LedgerError
     from nbmill.records.review import find_run
-    from nbmill.records.verify import verify
+    from nbmill.records.verify import IntegrityError, verify
 
     settings = config(args)
     run_dir = None
     if args.run:
         run_dir = Path(settings.runs_dir) / find_run(settings.runs_dir, args.run)["id"]
-    for line in verify(settings.runs_dir, settings.ledger, run_dir):
-        print(f"ok: {line}")
-    return 0
+    try:
+        checked = verify(settings.runs_dir, settings.ledger, run_dir)
+    except (IntegrityError, LedgerError) as exc:  # found, not failed: a result, exit 4
+        problem = str(exc)
+        found = {"ok": False, "checked": [], "problem": problem}
+        return output(args, found, lambda: f"BROKEN: {problem}", DIFFERENT)
+    found = {"ok": True, "checked": checked, "problem": None}
+    return output(args, found, lambda: "\n".join(f"ok: {line}" for line in checked))
 
 
-@command(
-    COMMANDS,
-    "events",
-    "list lifecycle events, or retry spooled deliveries",
-    "List events from the ledger (CloudEvents), filtered; `nbmill events retry` redelivers "
-    "events a sink did not accept.",
-    arg(
-        "action",
-        nargs="?",
-        choices=["list", "retry"],
-        default="list",
-        help="list (default) or retry spooled deliveries",
-    ),
+FILTERS = (
     arg("--type", help="event type, e.g. nbmill.run.failed or nbmill.model.*"),
     arg("--subject", help="subject prefix, e.g. runs/20261129"),
     arg("--since", metavar="TIME", help="ISO 8601 UTC time, e.g. 2026-11-29"),
+)
+
+
+@command(
+    EVENTS,
+    "list",
+    "list lifecycle events from the ledger (the default verb)",
+    "List events from the ledger (CloudEvents), filtered: time, type, subject, who; --json "
+    "gives the events themselves.",
+    *FILTERS,
     RUNS_DIR,
     JSON,
 )
-def cmd_events(args: argparse.Namespace) -> int:
-    from nbmill.governance.events import filter_events, retry_spooled
+def cmd_events_list(args: argparse.Namespace) -> int:
+    from nbmill.governance.events import filter_events
     from nbmill.governance.ledger import Ledger
 
     settings = config(args)
-    if args.action == "retry":
-        delivered, problems = retry_spooled(settings)
-        for problem in problems:
-            print(f"kept: {problem}", file=sys.stderr)
-        print(f"delivered {delivered} spooled event(s); {len(problems)} still spooled")
-        return 1 if problems else 0
     events = filter_events(Ledger(settings.ledger).events(), args.type, args.subject, args.since)
     rows = [
         {
@@ -191,3 +204,35 @@ def cmd_events(args: argparse.Namespace) -> int:
         for e in events
     ]
     return output(args, events, lambda: table(rows, "no events"))
+
+
+@command(
+    EVENTS,
+    "retry",
+    "send again the events a sink did not accept",
+    f"Redeliver the events still spooled for each sink (runs/.spool/). Exit {ERROR} when some "
+    "are still spooled afterwards; each is named on stderr.",
+    RUNS_DIR,
+    JSON,
+)
+def cmd_events_retry(args: argparse.Namespace) -> int:
+    from nbmill.governance.events import retry_spooled
+
+    delivered, problems = retry_spooled(config(args))
+    for problem in problems:
+        note(f"kept: {problem}")
+    result = {"delivered": delivered, "still_spooled": len(problems), "problems": problems}
+    text = f"delivered {delivered} spooled event(s); {len(problems)} still spooled"
+    return output(args, result, lambda: text, ERROR if problems else OK)
+
+
+COMMANDS.append(
+    Group(
+        "events",
+        "list lifecycle events, or retry spooled deliveries",
+        "Events from the ledger: `nbmill events list` (also plain `nbmill events`, with the "
+        "same filters), and `nbmill events retry` to redeliver what a sink did not accept.",
+        EVENTS,
+        default="list",
+    )
+)

@@ -44,6 +44,7 @@ from nbmill.errors import NbmillError
 from nbmill.governance.events import Notifier
 from nbmill.models import store as st
 from nbmill.models.aliases import subject, why
+from nbmill.models.ref import parse_ref
 from nbmill.records.provenance import git_info, who
 from nbmill.records.runjson import MODEL
 
@@ -325,3 +326,16 @@ def resolve_registered(
     }
     with downloaded(store, found) as folder:
         yield folder, expected, identity
+
+
+def describe(ref: str, project_dir: Path | None = None) -> dict[str, Any]:
+    """One registered version, ``NAME/VERSION`` or ``NAME@ALIAS``: its row of ``list_models``
+    (aliases, nbmill run, commit, sha256, gate reason, metrics). NbmillError naming the versions
+    held when there is no such version."""
+    parsed = parse_ref(ref)
+    rows = list_models(parsed.name, project_dir=project_dir)
+    for row in rows:
+        if row["version"] == parsed.version or parsed.alias in row["aliases"]:
+            return row
+    held = ", ".join(f"{r['version']} ({','.join(r['aliases']) or 'no alias'})" for r in rows)
+    raise NbmillError(f"{ref}: no such version (versions: {held or 'none'})")

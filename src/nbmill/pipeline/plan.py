@@ -26,7 +26,7 @@ from nbmill.project.params import (
 )
 from nbmill.project.spec import Pipeline, Settings, Step, ancestors, find_project_dir, load_pipeline
 
-ALL = "*"  # --force with no step names: every step
+ALL = "*"  # --force-all: every step
 
 
 @dataclass(frozen=True)

@@ -5,20 +5,24 @@ The reproduction runs in a sandbox, ``runs/reproductions/``: its own ledger, dep
 a fresh MLflow store, so it never moves an alias or replaces a deployment, and a training run
 is again the first of its model (as the original may have been). Its run.json says
 ``reproduces: RUN``, and the project's ledger gets ``nbmill.run.reproduced`` naming both runs,
-so each links to the other.
+so each links to the other. ``reproduce_run`` is the whole of it, for the command line, a
+notebook or a test alike.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -26,7 +30,115 @@ from nbmill._environ import environ
 from nbmill.errors import NbmillError
 from nbmill.records.provenance import environment, git_info
 
+if TYPE_CHECKING:
+    from nbmill.pipeline.progress import Progress
+    from nbmill.project.config import ProjectConfig
+
 SANDBOX = "reproductions"
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    """What ``reproduce_run`` did: the original, the reproduction and its folder, every metric
+    and output compared (``compare``'s rows), and what differed in the checkout beforehand."""
+
+    original: str
+    reproduction: str
+    run_dir: Path
+    rows: list[dict[str, Any]]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def metrics_differ(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["kind"] == "metric" and r["verdict"] != "equal"]
+
+    @property
+    def outputs_differ(self) -> list[str]:
+        return [r["name"] for r in self.rows if r["kind"] == "output" and r["verdict"] != "equal"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "original": self.original,
+            "reproduction": self.reproduction,
+            "run_dir": str(self.run_dir),
+            "metrics_equal": not self.metrics_differ,
+            "outputs_differ": self.outputs_differ,
+            "warnings": self.warnings,
+            "rows": self.rows,
+        }
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def reproduce_run(
+    ref: str,
+    config: ProjectConfig,
+    *,
+    strict: bool = False,
+    at_commit: bool = False,
+    progress: Progress | None = None,
+    warn: Callable[[str], None] = _warn,
+) -> Reproduction:
+    """Re-execute run ``ref`` (an id, a unique prefix, a folder or ``latest``) of the project
+    ``config`` describes, in the sandbox, with its recorded parameters; compare every metric
+    and output, and append ``nbmill.run.reproduced`` to the project's ledger.
+
+    A commit or environment that differs from the record is passed to ``warn`` before the run
+    (``strict``: refused). ``at_commit``: run from a clean worktree of the recorded commit."""
+    from nbmill.governance.events import Notifier
+    from nbmill.pipeline.runner import ALL, run
+    from nbmill.records.review import find_run
+
+    here = config.project_dir
+    original = find_run(config.runs_dir, ref)
+    problems = mismatches(original, here)
+    if problems and strict and not at_commit:
+        raise NbmillError(
+            f"run {original['id']}: " + "; ".join(problems) + " (--at-commit runs the recorded one)"
+        )
+    for problem in problems:
+        warn(problem)
+    commit = (original.get("git") or {}).get("commit")
+    if at_commit and not commit:
+        raise NbmillError(f"run {original['id']}: no commit recorded; cannot --at-commit")
+    tree = checkout(here, commit) if at_commit else contextlib.nullcontext(here)
+    params_file = (original.get("params_file") or {}).get("file")
+    with (
+        tree as source,
+        sandbox(config.runs_dir, source if at_commit else None, config.code_paths) as folder,
+    ):
+        record = run(
+            Path(source) / original["pipeline"]["file"],
+            params_path=Path(source) / params_file if params_file else None,
+            overrides=overrides(original),
+            reason=f"reproduce {original['id']}",
+            runs_dir=folder,
+            project_dir=source,
+            progress=progress,
+            force=[ALL],
+            reproduces=original["id"],
+        )
+    result = Reproduction(
+        original["id"], record.id, record.dir, compare(original, record.data), problems
+    )
+    notifier = Notifier(config)
+    try:
+        notifier.emit(
+            "nbmill.run.reproduced",
+            f"runs/{original['id']}",
+            {
+                "run_id": original["id"],
+                "reproduction": record.id,
+                "reproduction_dir": str(record.dir),
+                "metrics_equal": not result.metrics_differ,
+                "outputs_differ": result.outputs_differ,
+            },
+        )
+    finally:
+        notifier.close()
+    return result
 
 
 def mismatches(original: dict[str, Any], project_dir: Path) -> list[str]:
