@@ -8,12 +8,14 @@ from importlib import import_module
 from typing import Any
 
 
-def surface(package: str, names: dict[str, str]) -> Callable[[str], Any]:
-    """The package's module ``__getattr__``: ``names`` maps each name to its module."""
+def surface(package: str, modules: dict[str, tuple[str, ...]]) -> tuple[Callable, list[str]]:
+    """The package's module ``__getattr__`` and ``__all__``: ``modules`` maps each module to the
+    names it gives the surface."""
+    home = {name: module for module, names in modules.items() for name in names}
 
     def __getattr__(name: str) -> Any:
-        if name in names:
-            return getattr(import_module(names[name]), name)
+        if name in home:
+            return getattr(import_module(home[name]), name)
         raise AttributeError(f"module '{package}' has no attribute '{name}'")
 
-    return __getattr__
+    return __getattr__, sorted(home)

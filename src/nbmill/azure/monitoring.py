@@ -10,6 +10,7 @@ checked to survive the YAML round trip; and entities are built anew for each cal
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -217,63 +218,58 @@ def pipeline_thresholds(
     return thresholds(given[0] if given else {})
 
 
-def _schedule(model: str, endpoint: str, deployment: str, training_data, limits, settings):
-    from nbmill.models.ref import parse_ref
+@dataclass(frozen=True)
+class Monitored:
+    """What a schedule monitors: ``model`` (NAME@ALIAS) deployed on ``endpoint``, in the
+    project ``project_dir``; the ``deployment`` (default: blue in a dry run, else the one taking
+    the traffic), the ``training_data`` asset (default: ``azureml:NAME-training@latest``), the
+    monitoring ``pipeline`` whose thresholds apply (default: nbmill.yml's) and the
+    ``params_file`` whose ``azure:`` section applies."""
 
-    name = parse_ref(model).name
-    return schedule_entity(
-        f"{name}-monitor",  # one schedule per endpoint, moved to the live deployment
-        endpoint,
-        deployment,
-        training_data or f"azureml:{name}-training@latest",
-        limits,
-        settings,
-    )
+    model: str
+    endpoint: str
+    project_dir: Path
+    deployment: str | None = None
+    training_data: str | None = None
+    pipeline: str | Path | None = None
+    params_file: str | None = None
+
+    def schedule(self, deployment: str):
+        from nbmill.models.ref import parse_ref
+
+        limits = pipeline_thresholds(self.project_dir, self.pipeline, self.params_file)
+        name = parse_ref(self.model).name
+        entity = schedule_entity(
+            f"{name}-monitor",  # one schedule per endpoint, moved to the live deployment
+            self.endpoint,
+            deployment,
+            self.training_data or f"azureml:{name}-training@latest",
+            limits,
+            settings_of(self.params_file),
+        )
+        return entity, limits
 
 
-def dry_run(
-    model: str,
-    endpoint: str,
-    project_dir: Path,
-    *,
-    deployment: str | None = None,
-    training_data: str | None = None,
-    pipeline: str | Path | None = None,
-    params_file: str | None = None,
-    out: str | Path | None = None,
-) -> DryRun:
-    """The schedule of ``model``'s deployment (default: blue) on ``endpoint``, written to
-    ``out``/schedule.yml (default: the runs folder's dry-run/) and checked."""
+def dry_run(target: Monitored, out: str | Path | None = None) -> DryRun:
+    """The schedule of ``target``, written to ``out``/schedule.yml (default: the runs folder's
+    dry-run/) and checked."""
     from nbmill.project.config import load_config
 
-    limits = pipeline_thresholds(project_dir, pipeline, params_file)
-    schedule = _schedule(
-        model, endpoint, deployment or "blue", training_data, limits, settings_of(params_file)
-    )
-    where = out_dir(out, load_config(project_dir).runs_dir) / "schedule.yml"
+    schedule, limits = target.schedule(target.deployment or "blue")
+    where = out_dir(out, load_config(target.project_dir).runs_dir) / "schedule.yml"
     path = write(schedule, where)
     return DryRun("monitor schedule", path, validate(path, limits))
 
 
-def create_schedule(
-    model: str,
-    endpoint: str,
-    project_dir: Path,
-    *,
-    deployment: str | None = None,
-    training_data: str | None = None,
-    pipeline: str | Path | None = None,
-    params_file: str | None = None,
-) -> str:
-    """Create or update the schedule in the workspace the environment names, on
-    ``deployment`` (default: the one taking the endpoint's traffic); returns its name."""
-    limits = pipeline_thresholds(project_dir, pipeline, params_file)
-    settings = settings_of(params_file)
+def create_schedule(target: Monitored) -> str:
+    """Create or update the schedule of ``target`` in the workspace the environment names;
+    returns its name."""
     client = Workspace.from_environment().client()
+    deployment = target.deployment
     if not deployment:
-        traffic = client.online_endpoints.get(endpoint).traffic or {}
+        traffic = client.online_endpoints.get(target.endpoint).traffic or {}
         if not any(traffic.values()):
-            raise NbmillError(f"endpoint '{endpoint}' serves no traffic: deploy first")
+            raise NbmillError(f"endpoint '{target.endpoint}' serves no traffic: deploy first")
         deployment = max(traffic, key=traffic.get)
-    schedule = _schedule(model, endpoint, deployment, training_data, limits, settings)
+    schedule, _ = target.schedule(deployment)
     return client.schedules.begin_create_or_update(schedule).result().name

@@ -50,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.func
     try:
+        if getattr(args, "out", None) and not args.dry_run:
+            raise NbmillError("--out is where --dry-run writes: add --dry-run")
         return handler(args)
     except NbmillError as exc:
         if args.debug and not isinstance(exc, RunError):  # a run's error is in its record

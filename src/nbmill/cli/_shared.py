@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nbmill.errors import ERROR, NbmillError
+from nbmill.errors import ERROR
 
 
 def project() -> Path:
@@ -77,10 +77,11 @@ class Command:
     description: str
     arguments: tuple[tuple[tuple[str, ...], dict[str, Any]], ...]
     handler: Callable[[argparse.Namespace], int]
+    prints_result: bool = True  # then it takes the one output option, --json
 
     def add_to(self, sub) -> None:
         parser = sub.add_parser(self.name, help=self.help, description=self.description)
-        for flags, options in self.arguments:
+        for flags, options in self.arguments + ((JSON,) if self.prints_result else ()):
             parser.add_argument(*flags, **options)
         parser.set_defaults(func=self.handler)
 
@@ -119,24 +120,15 @@ def arg(*flags: str, **options: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
 
 
 JSON = arg("--json", action="store_true", help="print the result as JSON (for scripts)")
+
+
+def repeated(*flags: str, metavar: str, help: str) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """An option given once per value (``-p a=1 -p b=2``): a list, empty when not given."""
+    return arg(*flags, action="append", default=[], metavar=metavar, help=help)
+
+
 RUNS_DIR = arg("--runs-dir", metavar="DIR", help="run folders (default: runs/)")
 ON_AZUREML = "azureml"
-
-
-def on(*where: str, default: str) -> tuple[tuple[str, ...], dict[str, Any]]:
-    """``--on WHERE``: where a command acts, ``local`` (this machine) or ``azureml`` (the
-    workspace in AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP, AZUREML_WORKSPACE_NAME)."""
-    return arg(
-        "--on",
-        choices=list(where),
-        default=default,
-        help=f"where: {' or '.join(where)} (default: {default})",
-    )
-
-
-def old_spelling(flag: str, dest: str, choices: list[str]) -> tuple:
-    """An older spelling of an option, still accepted and not shown in the help."""
-    return arg(flag, dest=dest, choices=choices, help=argparse.SUPPRESS)
 
 
 DRY_RUN = arg(
@@ -147,10 +139,15 @@ DRY_RUN = arg(
 OUT = arg("--out", metavar="DIR", help="where --dry-run writes (default: runs/dry-run/)")
 
 
-def check_out(args: argparse.Namespace) -> None:
-    """``--out`` only with ``--dry-run``."""
-    if args.out and not args.dry_run:
-        raise NbmillError("--out is where --dry-run writes: add --dry-run")
+def on(*where: str, default: str, old: str | None = None) -> tuple:
+    """Where a command acts, and its dry run: ``--on WHERE``, ``local`` (this machine) or
+    ``azureml`` (the workspace in AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP,
+    AZUREML_WORKSPACE_NAME); ``--dry-run``; ``--out DIR``; and ``old``, an older spelling of
+    ``--on`` still accepted and not shown in the help. Splat it: ``*on(...)``."""
+    chosen = arg("--on", choices=list(where), default=default,
+                 help=f"where: {' or '.join(where)} (default: {default})")  # fmt: skip
+    older = [arg(old, dest="on", choices=list(where), help=argparse.SUPPRESS)] if old else []
+    return (chosen, *older, DRY_RUN, OUT)
 
 
 def print_dry_run(args: argparse.Namespace, result) -> int:
@@ -166,17 +163,20 @@ def print_dry_run(args: argparse.Namespace, result) -> int:
     return ERROR
 
 
-def command(commands: list, name: str, help: str, description: str, *arguments):
-    """Declare the decorated function as the handler of ``nbmill NAME`` with ``arguments``."""
+class Commands(list):
+    """A module's commands (or a noun's verbs), each declared on its handler with
+    ``@COMMANDS.command(name, help, description, *arguments)``, as click's groups do."""
 
-    def register(handler: Callable[[argparse.Namespace], int]):
-        commands.append(Command(name, help, description, arguments, handler))
-        return handler
+    def command(self, name: str, help: str, description: str, *arguments, prints_result=True):
+        """Declare the decorated function as the handler of ``nbmill NAME`` with ``arguments``;
+        a command that ``prints_result`` also takes ``--json`` (the one output option)."""
 
-    return register
+        def register(handler: Callable[[argparse.Namespace], int]):
+            self.append(Command(name, help, description, arguments, handler, prints_result))
+            return handler
 
+        return register
 
-def found(commands: list, name: str) -> Command:
-    """The command named ``name`` in ``commands``."""
-    (match,) = [c for c in commands if c.name == name]
-    return match
+    def named(self, name: str) -> Command:
+        (match,) = [c for c in self if c.name == name]
+        return match

@@ -9,29 +9,22 @@ import argparse
 from pathlib import Path
 
 from nbmill.cli._shared import (
-    DRY_RUN,
-    JSON,
     ON_AZUREML,
-    OUT,
-    Command,
+    Commands,
     arg,
-    check_out,
-    command,
     config,
     note,
-    old_spelling,
     on,
     output,
     print_dry_run,
     project,
 )
 
-COMMANDS: list[Command] = []
+COMMANDS = Commands()
 PARAMS = arg("--params", metavar="FILE", help="the params file whose azure: section applies")
 
 
-@command(
-    COMMANDS,
+@COMMANDS.command(
     "deploy",
     "deploy a model to an Azure ML managed online endpoint, blue/green",
     "Deploy NAME@ALIAS (or a package folder) to a managed online endpoint: a new deployment at "
@@ -40,8 +33,7 @@ PARAMS = arg("--params", metavar="FILE", help="the params file whose azure: sect
     "failure leaves traffic where it was. (A local deployment is the pipeline's deploy step, "
     "and `nbmill serve`.)",
     arg("model", help="NAME@ALIAS, NAME/VERSION or a package folder"),
-    on(ON_AZUREML, default=ON_AZUREML),
-    old_spelling("--target", "on", [ON_AZUREML]),
+    *on(ON_AZUREML, default=ON_AZUREML, old="--target"),
     arg("--endpoint", required=True, help="the managed online endpoint's name"),
     arg(
         "--sample",
@@ -50,9 +42,6 @@ PARAMS = arg("--params", metavar="FILE", help="the params file whose azure: sect
         "from the model's baseline profile)",
     ),
     PARAMS,
-    DRY_RUN,
-    OUT,
-    JSON,
 )
 def cmd_deploy(args: argparse.Namespace) -> int:
     from nbmill.azure import endpoints
@@ -60,7 +49,6 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from nbmill.azure.settings import settings_of
     from nbmill.serving.startup import resolve_model
 
-    check_out(args)
     settings = settings_of(args.params)
     with resolve_model(args.model, project()) as (folder, _, identity):
         if args.dry_run:
@@ -79,8 +67,7 @@ def _deployed(result: dict) -> str:
     return f"{result['endpoint']}/{result['deployment']} deployed; traffic: {traffic}"
 
 
-@command(
-    COMMANDS,
+@COMMANDS.command(
     "monitor-schedule",
     "schedule Azure ML model monitoring of a deployment, with nbmill's thresholds",
     "Create an Azure ML MonitorSchedule for a deployment: data drift, prediction drift and "
@@ -88,7 +75,7 @@ def _deployed(result: dict) -> str:
     "pipeline (Azure ML's defaults unless changed), on the params' azure.monitor_cron, "
     "alerting azure.alert_emails.",
     arg("model", help="NAME@ALIAS: the model whose deployment is monitored"),
-    on(ON_AZUREML, default=ON_AZUREML),
+    *on(ON_AZUREML, default=ON_AZUREML),
     arg("--endpoint", required=True, help="the managed online endpoint's name"),
     arg(
         "--deployment",
@@ -106,22 +93,20 @@ def _deployed(result: dict) -> str:
         "monitoring_pipeline)",
     ),
     PARAMS,
-    DRY_RUN,
-    OUT,
-    JSON,
 )
 def cmd_monitor_schedule(args: argparse.Namespace) -> int:
     from nbmill.azure import monitoring
 
-    check_out(args)
-    options = {
-        "deployment": args.deployment,
-        "training_data": args.training_data,
-        "pipeline": args.pipeline,
-        "params_file": args.params,
-    }
+    target = monitoring.Monitored(
+        args.model,
+        args.endpoint,
+        project(),
+        deployment=args.deployment,
+        training_data=args.training_data,
+        pipeline=args.pipeline,
+        params_file=args.params,
+    )
     if args.dry_run:
-        result = monitoring.dry_run(args.model, args.endpoint, project(), out=args.out, **options)
-        return print_dry_run(args, result)
-    name = monitoring.create_schedule(args.model, args.endpoint, project(), **options)
+        return print_dry_run(args, monitoring.dry_run(target, out=args.out))
+    name = monitoring.create_schedule(target)
     return output(args, {"schedule": name, "endpoint": args.endpoint}, lambda: f"scheduled {name}")

@@ -6,14 +6,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nbmill.cli._shared import JSON, RUNS_DIR, Command, arg, command, config, output
+from nbmill.cli._shared import RUNS_DIR, Commands, arg, config, output
 from nbmill.errors import DIFFERENT, OK
 
-COMMANDS: list[Command] = []
+COMMANDS = Commands()
 
 
-@command(
-    COMMANDS,
+@COMMANDS.command(
     "lineage",
     "trace a model, deployment, run or request back to its data, code and notebooks",
     "TARGET is NAME@ALIAS, NAME/VERSION, a local deployment (local), a run id, or a collected "
@@ -25,7 +24,6 @@ COMMANDS: list[Command] = []
     arg("target", help="NAME@ALIAS, NAME/VERSION, local, a run id, or a correlation id"),
     arg("--collect-dir", metavar="DIR", help="where collected requests are (nbmill.yml's)"),
     RUNS_DIR,
-    JSON,
 )
 def cmd_lineage(args: argparse.Namespace) -> int:
     from nbmill.models.lineage import trace

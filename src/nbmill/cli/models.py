@@ -7,33 +7,28 @@ import argparse
 from pathlib import Path
 
 from nbmill.cli._shared import (
-    JSON,
     RUNS_DIR,
-    Command,
+    Commands,
     Group,
     arg,
-    command,
     config,
-    found,
     output,
     project,
     table,
 )
 
-COMMANDS: list = []
-MODELS: list[Command] = []
+COMMANDS = Commands()
+MODELS = Commands()
 NAME = arg("name", help="registered model name")
 REASON = arg("--reason", required=True, help="why (kept in the ledger)")
 
 
-@command(
-    MODELS,
+@MODELS.command(
     "list",
     "list registered model versions: aliases, run, metrics (the default verb)",
     "Registered versions, each model's newest first: aliases, nbmill run, created, and the "
     "evaluate step's metrics (--json: every field and metric).",
     arg("name", nargs="?", help="one model (default: all)"),
-    JSON,
 )
 def cmd_models_list(args: argparse.Namespace) -> int:
     from nbmill.models.registry import list_models
@@ -53,14 +48,12 @@ def _row(r: dict) -> dict:
     }
 
 
-@command(
-    MODELS,
+@MODELS.command(
     "show",
     "show one model version: its tags, aliases and metrics",
     "One registered version, NAME/VERSION or NAME@ALIAS: aliases, the nbmill run and commit "
     "that made it, the sha256 of its files, the gate's reason, and its run's metrics.",
     arg("model", help="NAME/VERSION or NAME@ALIAS"),
-    JSON,
 )
 def cmd_models_show(args: argparse.Namespace) -> int:
     from nbmill.models.registry import describe
@@ -77,8 +70,7 @@ def cmd_models_show(args: argparse.Namespace) -> int:
     return output(args, row, text)
 
 
-@command(
-    MODELS,
+@MODELS.command(
     "history",
     "list every alias move of a model, from the ledger",
     "Every alias move of NAME from the ledger (version, from, action, who, why, when); with "
@@ -87,7 +79,6 @@ def cmd_models_show(args: argparse.Namespace) -> int:
     arg("--at", metavar="TIME", help="which version held each alias at TIME (ISO 8601)"),
     arg("--alias", help="one alias only"),
     RUNS_DIR,
-    JSON,
 )
 def cmd_models_history(args: argparse.Namespace) -> int:
     from nbmill.governance.ledger import Ledger
@@ -123,8 +114,7 @@ def _moved(args: argparse.Namespace, move) -> int:
     return output(args, move.as_dict(), lambda: text)
 
 
-@command(
-    MODELS,
+@MODELS.command(
     "promote",
     "move an alias (production) to a model version",
     "Move an alias to a version; the move is recorded in the ledger (nbmill.model.promoted) "
@@ -133,7 +123,6 @@ def _moved(args: argparse.Namespace, move) -> int:
     arg("version", help="version to promote"),
     arg("--to", default="production", help="alias to move (production)"),
     REASON,
-    JSON,
 )
 def cmd_promote(args: argparse.Namespace) -> int:
     from nbmill.models.aliases import promote
@@ -143,14 +132,12 @@ def cmd_promote(args: argparse.Namespace) -> int:
     )
 
 
-@command(
-    MODELS,
+@MODELS.command(
     "rollback",
     "move production back to the previous version",
     "Move the production alias back to the version that held it before; recorded in the ledger.",
     NAME,
     REASON,
-    JSON,
 )
 def cmd_rollback(args: argparse.Namespace) -> int:
     from nbmill.models.aliases import rollback
@@ -167,13 +154,12 @@ COMMANDS += [
         MODELS,
         default="list",
     ),
-    found(MODELS, "promote").alias("promote", "models promote"),
-    found(MODELS, "rollback").alias("rollback", "models rollback"),
+    MODELS.named("promote").alias("promote", "models promote"),
+    MODELS.named("rollback").alias("rollback", "models rollback"),
 ]
 
 
-@command(
-    COMMANDS,
+@COMMANDS.command(
     "serve",
     "serve a model over HTTP: POST /score, GET /health, GET /metrics",
     "Serve a registered model (NAME@ALIAS or NAME/VERSION), a package made by the deploy step, "
@@ -187,6 +173,7 @@ COMMANDS += [
     arg("--no-collect", action="store_true", help="do not collect requests"),
     arg("--endpoint", help="the endpoint name collected data is filed under (the model's name)"),
     arg("--deployment", default="local", help="the deployment name, likewise (local)"),
+    prints_result=False,  # it runs until stopped
 )
 def cmd_serve(args: argparse.Namespace) -> int:
     from nbmill.project.config import load_config

@@ -6,14 +6,13 @@ import argparse
 import os
 from pathlib import Path
 
-from nbmill.cli._shared import JSON, Command, arg, command, note, output, project
+from nbmill.cli._shared import Commands, arg, note, output, project, repeated
 from nbmill.errors import ERROR, OK
 
-COMMANDS: list[Command] = []
+COMMANDS = Commands()
 
 
-@command(
-    COMMANDS,
+@COMMANDS.command(
     "traffic",
     "send held-out rows (optionally shifted) to a running endpoint",
     "Send realistic scoring requests to `nbmill serve`: rows sampled from the held-out data of "
@@ -22,18 +21,11 @@ COMMANDS: list[Command] = []
     "NBMILL_SERVE_KEY, else .nbmill/serve.key, as `nbmill serve` uses.",
     arg("model", help="NAME@ALIAS or NAME/VERSION: whose held-out data and features to send"),
     arg("--rows", type=int, help="rows to send (default: every held-out row once)"),
-    arg(
-        "--shift",
-        action="append",
-        default=[],
-        metavar="FEATURE=AMOUNT",
-        help="add AMOUNT to every sent value of FEATURE (repeatable)",
-    ),
+    repeated("--shift", metavar="FEATURE=AMOUNT", help="add AMOUNT to FEATURE (repeatable)"),
     arg("--url", default="http://127.0.0.1:5001", help="the endpoint (http://127.0.0.1:5001)"),
     arg("--data", metavar="FILE", help="a CSV of rows to sample instead of the held-out data"),
     arg("--batch", type=int, default=1, help="rows per request (1)"),
     arg("--seed", type=int, default=0, help="seed of the sampling (0)"),
-    JSON,
 )
 def cmd_traffic(args: argparse.Namespace) -> int:
     import pandas as pd

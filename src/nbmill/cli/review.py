@@ -8,12 +8,10 @@ import sys
 from pathlib import Path
 
 from nbmill.cli._shared import (
-    JSON,
     RUNS_DIR,
-    Command,
+    Commands,
     Group,
     arg,
-    command,
     config,
     note,
     output,
@@ -21,18 +19,16 @@ from nbmill.cli._shared import (
 )
 from nbmill.errors import DIFFERENT, ERROR, OK
 
-COMMANDS: list = []
-EVENTS: list[Command] = []
+COMMANDS = Commands()
+EVENTS = Commands()
 RUN = "run id, unique prefix, run folder, or 'latest'"
 
 
-@command(
-    COMMANDS,
+@COMMANDS.command(
     "runs",
     "list runs: id, when, who, why, status, key metrics",
     "List the runs in the runs folder, newest first.",
     RUNS_DIR,
-    JSON,
 )
 def cmd_runs(args: argparse.Namespace) -> int:
     from nbmill.records.review import list_runs, runs_table
@@ -43,14 +39,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return output(args, rows, lambda: table(rows, f"no runs in {settings.runs_dir}"))
 
 
-@command(
-    COMMANDS,
+@COMMANDS.command(
     "show",
     "show one run's record",
     "Show a run: provenance, steps, metrics.",
     arg("run", help=RUN),
     RUNS_DIR,
-    JSON,
 )
 def cmd_show(args: argparse.Namespace) -> int:
     from nbmill.records.review import find_run
@@ -60,8 +54,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     return output(args, run, lambda: format_run(run))
 
 
-@command(
-    COMMANDS,
+@COMMANDS.command(
     "diff",
     "compare two runs",
     "Compare params, metrics, data and environment hashes, and commits; with --notebooks, "
@@ -79,7 +72,6 @@ def cmd_show(args: argparse.Namespace) -> int:
         help="write each step's notebook diff as DIR/<step>.html (implies --notebooks)",
     ),
     RUNS_DIR,
-    JSON,
 )
 def cmd_diff(args: argparse.Namespace) -> int:
     from nbmill.records.review import diff_runs, find_run
@@ -119,13 +111,11 @@ def _run_dir(runs_dir: Path, ref: str, run: dict) -> Path:
     return Path(runs_dir) / run["id"]
 
 
-@command(
-    COMMANDS,
+@COMMANDS.command(
     "report",
     "write the static HTML report of all runs and the ledger",
     "Write runs/index.html (every run, linking its notebooks) and runs/ledger.html.",
     RUNS_DIR,
-    JSON,
 )
 def cmd_report(args: argparse.Namespace) -> int:
     from nbmill.governance.ledger import Ledger
@@ -142,15 +132,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return output(args, {"report": str(index)}, lambda: f"report: {index}")
 
 
-@command(
-    COMMANDS,
+@COMMANDS.command(
     "verify",
     "check records and the ledger for tampering",
     "Re-hash every archived file and walk the ledger's hash chain. Exit 0 when everything "
     f"matches; exit {DIFFERENT}, naming the first changed file or entry, when something does not.",
     arg("run", nargs="?", help="one run (default: the ledger and every run)"),
     RUNS_DIR,
-    JSON,
 )
 def cmd_verify(args: argparse.Namespace) -> int:
     from nbmill.governance.ledger import LedgerError
@@ -178,15 +166,13 @@ FILTERS = (
 )
 
 
-@command(
-    EVENTS,
+@EVENTS.command(
     "list",
     "list lifecycle events from the ledger (the default verb)",
     "List events from the ledger (CloudEvents), filtered: time, type, subject, who; --json "
     "gives the events themselves.",
     *FILTERS,
     RUNS_DIR,
-    JSON,
 )
 def cmd_events_list(args: argparse.Namespace) -> int:
     from nbmill.governance.events import filter_events
@@ -206,14 +192,12 @@ def cmd_events_list(args: argparse.Namespace) -> int:
     return output(args, events, lambda: table(rows, "no events"))
 
 
-@command(
-    EVENTS,
+@EVENTS.command(
     "retry",
     "send again the events a sink did not accept",
     f"Redeliver the events still spooled for each sink (runs/.spool/). Exit {ERROR} when some "
     "are still spooled afterwards; each is named on stderr.",
     RUNS_DIR,
-    JSON,
 )
 def cmd_events_retry(args: argparse.Namespace) -> int:
     from nbmill.governance.events import retry_spooled

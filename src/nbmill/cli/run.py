@@ -8,32 +8,26 @@ from pathlib import Path
 from typing import Any
 
 from nbmill.cli._shared import (
-    DRY_RUN,
-    JSON,
     ON_AZUREML,
-    OUT,
     RUNS_DIR,
-    Command,
+    Commands,
     arg,
-    check_out,
-    command,
     config,
     note,
-    old_spelling,
     on,
     output,
     print_dry_run,
     print_json,
+    repeated,
     table,
 )
 from nbmill.errors import DIFFERENT, DRIFT, OK, NbmillError, RunError
 
-COMMANDS: list[Command] = []
+COMMANDS = Commands()
 LOCAL = "local"
 
 
-@command(
-    COMMANDS,
+@COMMANDS.command(
     "run",
     "run a pipeline of notebooks and archive the run",
     "Run each step's notebook in a fresh kernel, in dependency order, and keep the executed "
@@ -41,13 +35,11 @@ LOCAL = "local"
     "id, status, record and metrics (--json: as JSON, also for a failed run).",
     arg("pipeline", help="pipeline file, e.g. pipelines/training.yml"),
     arg("--params", metavar="FILE", help="parameter set, e.g. params/dev.yml"),
-    arg(
+    repeated(
         "-p",
         "--param",
-        action="append",
-        default=[],
         metavar="KEY=VALUE",
-        help="override a parameter: key=value for every step, step.key=value for one",
+        help="a parameter: key=value (every step), step.key=value (one)",
     ),
     arg("--reason", metavar="TEXT", help="why this run (default: the commit subject)"),
     arg("--runs-dir", metavar="DIR", help="where run folders go (default: runs/)"),
@@ -57,19 +49,10 @@ LOCAL = "local"
         help="start each step's kernel only when the step begins (as plain papermill does)",
     ),
     arg("-j", "--jobs", type=int, metavar="N", help="steps at once (default: the CPUs)"),
-    arg(
-        "--force",
-        action="append",
-        default=[],
-        metavar="STEP",
-        help="execute STEP even if the cache has it (repeat for more steps)",
-    ),
+    repeated("--force", metavar="STEP", help="execute STEP even if cached (repeatable)"),
     arg("--force-all", action="store_true", help="execute every step; take none from the cache"),
     arg("--resume", metavar="RUN", help="continue RUN from its first step that did not complete"),
-    on(LOCAL, ON_AZUREML, default=LOCAL),
-    old_spelling("--backend", "on", [LOCAL, ON_AZUREML]),
-    DRY_RUN,
-    OUT,
+    *on(LOCAL, ON_AZUREML, default=LOCAL, old="--backend"),
     arg(
         "--fail-on-drift",
         action="store_true",
@@ -80,7 +63,6 @@ LOCAL = "local"
         action="store_true",
         help="print each step's cache key, its parts, and hit or miss with the reason; run nothing",
     ),
-    JSON,
 )
 def cmd_run(args: argparse.Namespace) -> int:
     from nbmill.pipeline.forkserver import started_early
@@ -98,7 +80,6 @@ def _run(args: argparse.Namespace) -> int:
     if args.explain:
         lines = explain(plan(args.pipeline, args.params, args.param, args.runs_dir), force=force)
         return output(args, lines, lambda: _explained(lines))
-    check_out(args)
     if args.on == ON_AZUREML:
         return _run_on_azure(args)
     if args.dry_run:
@@ -188,8 +169,7 @@ def _run_on_azure(args: argparse.Namespace) -> int:
     )
 
 
-@command(
-    COMMANDS,
+@COMMANDS.command(
     "reproduce",
     "re-execute a recorded run and compare every metric and output",
     "Re-run RUN's pipeline with its recorded parameters in a sandbox (runs/reproductions/: its "
@@ -201,7 +181,6 @@ def _run_on_azure(args: argparse.Namespace) -> int:
     arg("--strict", action="store_true", help="refuse when the commit or environment differs"),
     arg("--at-commit", action="store_true", help="run from a clean worktree of the run's commit"),
     RUNS_DIR,
-    JSON,
 )
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from nbmill.pipeline.progress import ConsoleProgress

@@ -14,18 +14,13 @@ from __future__ import annotations
 
 from nbmill._lazy import surface
 
-_SURFACE = {
-    "run_provenance": "nbmill.models.registry",
-    "register_model": "nbmill.models.registry",
-    "fetch": "nbmill.models.registry",
-    "list_models": "nbmill.models.registry",
-    "evaluate_and_gate": "nbmill.models.evaluate",
-    "promote": "nbmill.models.aliases",
-    "rollback": "nbmill.models.aliases",
-    "package_model": "nbmill.models.package",
-    "Decision": "nbmill.models.gate",
-}
-
-__all__ = sorted(_SURFACE)
-
-__getattr__ = surface(__name__, _SURFACE)
+__getattr__, __all__ = surface(
+    __name__,
+    {
+        "nbmill.models.registry": ("run_provenance", "register_model", "fetch", "list_models"),
+        "nbmill.models.evaluate": ("evaluate_and_gate",),
+        "nbmill.models.aliases": ("promote", "rollback"),
+        "nbmill.models.package": ("package_model",),
+        "nbmill.models.gate": ("Decision",),
+    },
+)

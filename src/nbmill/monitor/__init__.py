@@ -18,21 +18,13 @@ from __future__ import annotations
 
 from nbmill._lazy import surface
 
-_SURFACE = {
-    "profile_frame": "nbmill.monitor.profile",
-    "Profile": "nbmill.monitor.profile",
-    "find_baseline": "nbmill.collection",
-    "Monitor": "nbmill.monitor.verdict",
-    "Result": "nbmill.monitor.verdict",
-    "compare": "nbmill.monitor.verdict",
-    "check": "nbmill.monitor.checks",
-    "tables": "nbmill.monitor.checks",
-    "plot_drifted": "nbmill.monitor.checks",
-    "alert": "nbmill.monitor.checks",
-    "save": "nbmill.monitor.checks",
-    "Thresholds": "nbmill.monitor.thresholds",
-}
-
-__all__ = sorted(_SURFACE)
-
-__getattr__ = surface(__name__, _SURFACE)
+__getattr__, __all__ = surface(
+    __name__,
+    {
+        "nbmill.monitor.profile": ("profile_frame", "Profile"),
+        "nbmill.collection": ("find_baseline",),
+        "nbmill.monitor.verdict": ("Monitor", "Result", "compare"),
+        "nbmill.monitor.checks": ("check", "tables", "plot_drifted", "alert", "save"),
+        "nbmill.monitor.thresholds": ("Thresholds",),
+    },
+)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -63,13 +63,8 @@ class Result:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "window": self.window,
-            "drift": self.drift,
-            "quality": self.quality,
-            "health": self.health,
-            "alerts": self.alerts,
-        }
+        """Every field but ``shares`` (the plots' data)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "shares"}
 
 
 class Monitor:

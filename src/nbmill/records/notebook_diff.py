@@ -19,7 +19,7 @@ import io
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +53,8 @@ class NotebookDiff:
 
     def as_dict(self) -> dict[str, Any]:
         """For ``--json``: everything but the page."""
-        return {
-            "changed": self.changed,
-            "a": self.a,
-            "b": self.b,
-            "text": self.text,
-            "diff": self.diff,
-        }
+        kept = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "html"}
+        return {"changed": self.changed, **kept}
 
 
 def diff_notebook_files(

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 from nbmill._lazy import surface
 
-_SURFACE = {
-    "deploy_candidate": "nbmill.serving.deploy",
-    "smoke_test": "nbmill.serving.deploy",
-}
-
-__all__ = sorted(_SURFACE)
-
-__getattr__ = surface(__name__, _SURFACE)
+__getattr__, __all__ = surface(
+    __name__,
+    {
+        "nbmill.serving.deploy": ("deploy_candidate", "smoke_test"),
+    },
+)
