@@ -24,6 +24,7 @@ ENV_RUN_DIR = "NBMILL_RUN_DIR"
 ENV_STEP = "NBMILL_STEP"
 ENV_PROJECT_DIR = "NBMILL_PROJECT_DIR"
 ENV_PIPELINE = "NBMILL_PIPELINE"
+ENV_WHY = "NBMILL_WHY"  # why the run: for a step whose run.json is elsewhere (Azure ML)
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class StepContext:
     step: str
     project_dir: Path
     pipeline: str
+    reason: str | None = None  # the run's why, given where its run.json is not at hand
 
     @property
     def interactive(self) -> bool:
@@ -46,7 +48,12 @@ class StepContext:
             ENV_STEP: self.step,
             ENV_PROJECT_DIR: str(self.project_dir),
             ENV_PIPELINE: self.pipeline,
+            **({ENV_WHY: self.reason} if self.reason else {}),
         }
+
+    def why(self) -> str | None:
+        """Why this run: its record's ``why``, else the one it was given."""
+        return self.record().get("why") or self.reason
 
     def record(self) -> dict[str, Any]:
         """The run's run.json (validated), or {} outside a run."""
@@ -80,6 +87,7 @@ def context() -> StepContext:
             step=env[ENV_STEP],
             project_dir=Path(env[ENV_PROJECT_DIR]),
             pipeline=env.get(ENV_PIPELINE, SCRATCH),
+            reason=env.get(ENV_WHY),
         )
     project = find_project_dir(Path.cwd())
     return StepContext(SCRATCH, project / "runs" / SCRATCH, "interactive", project, SCRATCH)

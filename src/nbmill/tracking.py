@@ -30,6 +30,7 @@ from nbmill.records.runjson import (
 )
 
 RUN_ID_TAG = "nbmill.run_id"
+JOB_RUN_ID = "MLFLOW_RUN_ID"  # set by Azure ML in every job: the MLflow run the job logs to
 
 # MLflow's download progress bars would be written into every executed notebook: noise for a
 # reviewer, and a difference between any two runs.
@@ -103,6 +104,8 @@ def mlflow_run(experiment: str | None = None):
     ctx = context()
     uri = tracking_uri(ctx.project_dir)
     mlflow.set_tracking_uri(uri)
+    if os.environ.get(JOB_RUN_ID):  # an Azure ML job: its own MLflow run, in its experiment
+        return _adopted(ctx)
     name = experiment or ctx.pipeline
     found = mlflow.get_experiment_by_name(name)
     if found is None:
@@ -127,13 +130,33 @@ def mlflow_run(experiment: str | None = None):
             run_name=ctx.run_id,
             tags={RUN_ID_TAG: ctx.run_id, "nbmill.pipeline": ctx.pipeline},
         )
+    return _started(ctx, active, name)
+
+
+def _adopted(ctx):
+    """The MLflow run the job runs in (Azure ML sets ``MLFLOW_RUN_ID`` in every job, and
+    MLflow refuses any other run in that job), tagged as nbmill's own runs are."""
+    import mlflow
+
+    if mlflow.active_run() is not None:
+        mlflow.end_run()
+    active = mlflow.start_run(run_id=os.environ[JOB_RUN_ID])
+    mlflow.set_tags({RUN_ID_TAG: ctx.run_id, "nbmill.pipeline": ctx.pipeline})
+    experiment = mlflow.get_experiment(active.info.experiment_id)
+    return _started(ctx, active, experiment.name if experiment else None)
+
+
+def _started(ctx, active, experiment: str | None):
+    """Tag the step on the run and record which MLflow run this step logged to."""
+    import mlflow
+
     mlflow.set_tag(f"nbmill.step.{ctx.step}", "ran")
     write_json(
         ctx.run_dir / MLFLOW_JSON,
         {
             "tracking_uri": mlflow.get_tracking_uri(),
-            "experiment_id": experiment_id,
-            "experiment": name,
+            "experiment_id": active.info.experiment_id,
+            "experiment": experiment,
             "run_id": active.info.run_id,
         },
     )

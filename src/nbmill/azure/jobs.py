@@ -10,6 +10,7 @@ step's output mounts that step's ``run`` as an input named after it.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 from collections.abc import Callable, Iterable
@@ -24,6 +25,7 @@ from nbmill.azure.dry_run import DryRun, out_dir
 from nbmill.azure.environment import environment
 from nbmill.azure.settings import AzureSettings, Workspace, settings_from
 from nbmill.errors import NbmillError
+from nbmill.pipeline.assemble import STEP_LEDGER
 
 
 @dataclass(frozen=True)
@@ -39,39 +41,54 @@ class JobRun:
         return {"id": self.id, "status": self.status, "record": str(self.run_dir), "on": "azureml"}
 
 
-def _planned_job(pipeline, params, overrides: Iterable[str], runs_dir):
-    """The plan of a run (checked as a local run's is), its id, and its pipeline job."""
+def _planned_job(pipeline, params, overrides: Iterable[str], runs_dir, reason=None):
+    """The plan of a run (checked as a local run's is), its id, why, and its pipeline job."""
     from nbmill._time import new_run_id
+    from nbmill.pipeline.assemble import run_why
     from nbmill.pipeline.runner import plan
 
     planned = plan(pipeline, params, overrides, runs_dir)
     sections = planned.params_file.sections if planned.params_file else {}
     settings = settings_from(sections, str(params) if params else "params")
     run_id = new_run_id()
-    return planned, run_id, pipeline_job(planned, settings, run_id, planned.project)
+    why = run_why(planned, reason)
+    job = pipeline_job(planned, settings, run_id, planned.project, why=why)
+    return planned, run_id, why, job
 
 
 def dry_run(
-    pipeline, params=None, overrides: Iterable[str] = (), runs_dir=None, out=None
+    pipeline, params=None, overrides: Iterable[str] = (), runs_dir=None, out=None, reason=None
 ) -> DryRun:
     """The pipeline's Azure ML job written to ``out``/job.yml (default: the runs folder's
     dry-run/), loaded back and validated by the SDK, with nbmill's binding checks."""
-    planned, _, job = _planned_job(pipeline, params, overrides, runs_dir)
+    planned, _, _, job = _planned_job(pipeline, params, overrides, runs_dir, reason)
     path = write(job, out_dir(out, planned.config.runs_dir) / "job.yml")
     return DryRun("pipeline job", path, validate(path))
 
 
 def run_pipeline(
-    pipeline, params=None, overrides: Iterable[str] = (), runs_dir=None, log: Callable = print
+    pipeline,
+    params=None,
+    overrides: Iterable[str] = (),
+    runs_dir=None,
+    log: Callable = print,
+    reason: str | None = None,
 ) -> JobRun:
     """Submit the pipeline as an Azure ML job to the workspace the environment names, stream
-    it, and download its steps' outputs into runs/<id>/ (NbmillError unless it completed)."""
+    it, download its steps' outputs, and make them the record runs/<id>/, as a local run's
+    (``nbmill.pipeline.assemble``); NbmillError unless it completed."""
+    import tempfile
+
+    from nbmill.pipeline.assemble import assemble
+
     workspace = Workspace.from_environment()  # before anything is built or a folder made
-    planned, run_id, job = _planned_job(pipeline, params, overrides, runs_dir)
-    run_dir = planned.config.runs_dir / run_id
-    run_dir.mkdir(parents=True)
-    status = submit(job, workspace, run_dir, log)
-    return JobRun(run_id, status, run_dir)
+    planned, run_id, why, job = _planned_job(pipeline, params, overrides, runs_dir, reason)
+    with tempfile.TemporaryDirectory(prefix="nbmill-job-") as downloads:
+        status, name, steps, outputs = submit(job, workspace, Path(downloads), log)
+        record = assemble(planned, run_id, why, outputs, steps, ended=status, job=name)
+    if record.status != "completed":
+        raise NbmillError(f"Azure ML job {name} ended {status}; the record: {record.dir}")
+    return JobRun(run_id, status, record.dir)
 
 
 def _producer(step, path: str, pipeline) -> str:
@@ -91,11 +108,16 @@ def step_command(
     run_id: str,
     project_dir: Path,
     code_paths: tuple[str, ...] = ("src",),
+    why: str | None = None,
 ) -> tuple[str, dict[str, str]]:
     """The shell command of one step, and the inputs it mounts (name -> producer step).
-    ``code_paths``: the project's own packages in the uploaded snapshot (nbmill.yml's)."""
+    ``code_paths``: the project's own packages in the uploaded snapshot (nbmill.yml's);
+    ``why``: the run's reason (its run.json is written only when the outputs come home). The
+    step's events go to a ledger inside its output, appended to the project's on assembly."""
     producers = {rel: _producer(step, rel, pipeline) for rel in step.inputs.paths}
-    mounts = {producer: producer for producer in producers.values()}
+    # Azure ML orders steps by their bindings alone: every step this one needs is mounted,
+    # whether or not it reads that step's files, so no `needs:` edge is lost.
+    mounts = {producer: producer for producer in [*step.needs, *producers.values()]}
     paths: dict[str, str] = {}
     for name, rel in step.inputs.params.items():
         paths[name] = f"${{{{inputs.{producers[rel]}}}}}/{rel}"
@@ -113,7 +135,9 @@ def step_command(
         ),
         f"export PYTHONPATH={shlex.quote(':'.join(code_paths))} "
         f"NBMILL_RUN_ID={shlex.quote(run_id)} "
-        f"NBMILL_STEP={step.name} NBMILL_RUN_DIR=${{{{outputs.run}}}} NBMILL_PROJECT_DIR=$PWD",
+        f"NBMILL_STEP={step.name} NBMILL_PIPELINE={shlex.quote(pipeline.name)} "
+        f"NBMILL_WHY={shlex.quote(why or '')} NBMILL_LEDGER=${{{{outputs.run}}}}/{STEP_LEDGER} "
+        "NBMILL_RUN_DIR=${{outputs.run}} NBMILL_PROJECT_DIR=$PWD",
         " ".join(
             [
                 "python -m papermill",
@@ -130,10 +154,15 @@ def step_command(
 
 
 def pipeline_job(
-    plan, settings: AzureSettings, run_id: str, project_dir: Path, code: str | None = None
+    plan,
+    settings: AzureSettings,
+    run_id: str,
+    project_dir: Path,
+    why: str | None = None,
 ):
-    """The Azure ML pipeline job of a planned run (``nbmill.pipeline.runner.plan``). ``code``:
-    the project folder as the job file will name it (relative to where it is written)."""
+    """The Azure ML pipeline job of a planned run (``nbmill.pipeline.runner.plan``); ``why``:
+    the run's reason. Its code is the project folder, uploaded as azure-ai-ml does (without
+    what .amlignore names)."""
     ml = sdk()
     Input, Output, command, dsl = ml.Input, ml.Output, ml.command, ml.dsl
     pipeline = plan.pipeline
@@ -154,7 +183,7 @@ def pipeline_job(
             step = pipeline.steps[name]
             script, mounts = step_command(
                 step, plan.resolved.get(name, {}), pipeline, run_id, project_dir,
-                plan.config.code_paths,
+                plan.config.code_paths, why,
             )  # fmt: skip
             step_settings = plan.settings.get(name)
             timeout = step_settings.timeout if step_settings else None
@@ -163,7 +192,7 @@ def pipeline_job(
                 display_name=name,
                 description=step.description or f"{pipeline.name}: {name}",
                 command=script,
-                code=code or str(project_dir),
+                code=str(project_dir),
                 environment=env,
                 inputs={producer: Input(type="uri_folder") for producer in mounts},
                 outputs={"run": Output(type="uri_folder")},
@@ -185,10 +214,21 @@ def pipeline_job(
     return build()
 
 
+CODE_LINE = re.compile(r"^(\s*code: )(/.*)$", re.MULTILINE)
+
+
 def write(job, path: Path) -> Path:
+    """The job as YAML at ``path``. The SDK writes each step's code folder as an absolute path;
+    it is written relative to the file, so the file works wherever the project is cloned."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     job.dump(path)
+    here = path.parent.resolve()
+    text = path.read_text(encoding="utf-8")
+    path.write_text(
+        CODE_LINE.sub(lambda m: m.group(1) + os.path.relpath(m.group(2), here), text),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -241,9 +281,10 @@ def binding_errors(document: dict) -> list[str]:
     return problems
 
 
-def submit(job, workspace, run_dir: Path, log=print) -> str:
-    """Submit, stream until it ends, download every step's ``run`` output into ``run_dir``;
-    returns the final status, and raises NbmillError unless it completed."""
+def submit(job, workspace, downloads: Path, log=print):
+    """Submit, stream until it ends, and download every step's ``run`` output under
+    ``downloads``; returns the final status, the job's name, each step's final status, and
+    each step's output folder."""
     client = workspace.client()
     created = client.jobs.create_or_update(job)
     log(f"submitted {created.name}: {created.studio_url}")
@@ -252,19 +293,11 @@ def submit(job, workspace, run_dir: Path, log=print) -> str:
     except Exception as exc:  # stream raises when the job fails: its status says how
         log(f"stream: {type(exc).__name__}: {exc}")
     status = client.jobs.get(created.name).status
+    outputs, steps = {}, {}
     for child in client.jobs.list(parent_job_name=created.name):
-        client.jobs.download(
-            child.name, download_path=str(run_dir / ".azureml" / child.display_name), all=True
-        )
-        _merge(run_dir / ".azureml" / child.display_name, run_dir)
-    if status != "Completed":
-        raise NbmillError(f"Azure ML job {created.name} ended {status}: {created.studio_url}")
-    return status
-
-
-def _merge(downloaded: Path, run_dir: Path) -> None:
-    """A step's downloaded ``run`` output into the run folder, at the same relative paths."""
-    import shutil
-
-    for folder in downloaded.glob("named-outputs/run"):
-        shutil.copytree(folder, run_dir, dirs_exist_ok=True)
+        steps[child.display_name] = child.status
+        where = downloads / child.display_name
+        client.jobs.download(child.name, download_path=str(where), all=True)
+        if (where / "named-outputs" / "run").is_dir():
+            outputs[child.display_name] = where / "named-outputs" / "run"
+    return status, created.name, steps, outputs

@@ -161,8 +161,8 @@ def _run_on_azure(args: argparse.Namespace) -> int:
 
     where = (args.pipeline, args.params, args.param, args.runs_dir)
     if args.dry_run:
-        return print_dry_run(args, jobs.dry_run(*where, out=args.out))
-    ran = jobs.run_pipeline(*where, log=note)
+        return print_dry_run(args, jobs.dry_run(*where, out=args.out, reason=args.reason))
+    ran = jobs.run_pipeline(*where, log=note, reason=args.reason)
     result = ran.as_dict()
     return output(
         args, result, lambda: f"run {ran.id}: Azure ML job {ran.status}; outputs in {ran.run_dir}"

@@ -58,7 +58,7 @@ def why(reason: str | None) -> str:
     """``reason``, else the current run's why, else a note that this is no run."""
     if reason:
         return reason
-    return context().record().get("why") or OUTSIDE_A_RUN
+    return context().why() or OUTSIDE_A_RUN
 
 
 def _why_required(reason: str | None, what: str) -> str:

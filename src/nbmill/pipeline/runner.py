@@ -192,7 +192,9 @@ def runner_info(warm: bool, jobs: int) -> dict[str, Any]:
     return info
 
 
-def open_record(p: Plan, reason: str | None) -> RunRecord:
+def open_record(p: Plan, reason: str | None, run_id: str | None = None) -> RunRecord:
+    """A new record of the planned run, every step pending (``run_id``: one already given,
+    as to an Azure ML job; else a new one)."""
     from nbmill.records.provenance import provenance
 
     steps = {
@@ -206,6 +208,7 @@ def open_record(p: Plan, reason: str | None) -> RunRecord:
     return RunRecord.create(
         Path(p.config.runs_dir),
         {
+            **({"id": run_id} if run_id else {}),
             "pipeline": {
                 "name": p.pipeline.name,
                 "file": _rel(p.pipeline.path.resolve(), p.project),

@@ -40,6 +40,7 @@ from nbmill.project.secret import EnvRef, env_ref
 
 CONFIG_FILE = "nbmill.yml"
 ENV_RUNS_DIR = "NBMILL_RUNS_DIR"  # overrides runs_dir (and with it the ledger's default place)
+ENV_LEDGER = "NBMILL_LEDGER"  # overrides the ledger (a step executed in an Azure ML job)
 CONFIG_KEYS = {
     "runs_dir",
     "ledger",
@@ -160,7 +161,7 @@ def load_config(project_dir: Path, runs_dir: Path | None = None) -> ProjectConfi
         runs_dir = Path(os.environ[ENV_RUNS_DIR])
     runs = Path(runs_dir) if runs_dir else project_dir / str(raw.get("runs_dir", "runs"))
     runs = runs.resolve()
-    ledger = raw.get("ledger")
+    ledger = os.environ.get(ENV_LEDGER) or raw.get("ledger")
     key_metrics = raw.get("key_metrics")
     if key_metrics is not None and not (
         isinstance(key_metrics, list) and all(isinstance(m, str) for m in key_metrics)

@@ -91,6 +91,8 @@ class Runner(_Model):
     kernels: str  # "fork" or "plain"
     kernels_why: str | None = None  # why not forked
     jobs: int = 1
+    on: str = "local"  # or "azureml": each step an Azure ML job, assembled here afterwards
+    job: str | None = None  # the Azure ML pipeline job's name
 
 
 class StepError(_Model):
