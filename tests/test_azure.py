@@ -178,6 +178,37 @@ def test_endpoint_and_deployment_yaml_load_with_the_sdk_and_collect_for_monitori
     assert endpoint["auth_mode"] == "key" and endpoint["traffic"] == {"blue": 0, "green": 100}
 
 
+def test_a_deployment_serves_the_workspaces_registered_version_and_registers_no_copy(
+    tmp_path, monkeypatch
+):
+    """With the workspace as MLflow's registry, the version a run registered is an Azure ML
+    model version already: the deployment names it, and carries no files to register anew."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "azureml://westeurope.api.azureml.ms/mlflow/v1.0/x")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "MLmodel").write_text("flavors: {}\n")
+    rollout = endpoints.plan_rollout("diabetes", {}, set(), mirror_percent=0)
+    identity = {"model": "diabetes-ridge", "version": "7"}
+    out = endpoints.write(rollout, model, AzureSettings(), identity, tmp_path / "out")
+    assert endpoints.validate(out) == []
+    deployment = yaml.safe_load((out / "deployment-blue.yml").read_text())
+    assert deployment["model"] == "azureml:diabetes-ridge:7"
+    loaded = __import__("azure.ai.ml", fromlist=["load_online_deployment"]).load_online_deployment(
+        source=str(out / "deployment-blue.yml")
+    )
+    assert isinstance(loaded.model, str) and loaded.model.endswith("diabetes-ridge:7")
+
+
+def test_a_model_from_another_store_is_uploaded_from_a_folder_named_relative_to_the_file(
+    endpoint_dir,
+):
+    deployment = yaml.safe_load((endpoint_dir / "deployment-green.yml").read_text())
+    path = deployment["model"]["path"]
+    assert not Path(path).is_absolute()
+    assert (endpoint_dir / path / "MLmodel").is_file()
+    assert deployment["model"]["tags"] == {"nbmill.model": "diabetes-ridge", "nbmill.version": "3"}
+
+
 @pytest.mark.parametrize(
     ("file", "change", "problem"),
     [

@@ -1,12 +1,15 @@
 """The training pipeline as Azure ML would run it: the job file ``--dry-run`` writes, run step by
 step by the job runtime emulated in ``tests/azureml_runtime.py`` (the uploaded snapshot, the
 job's own environment, bash, bindings, Azure ML's variables, ready steps in the most adversarial
-order), then downloaded and assembled as ``nbmill run --on azureml`` does after a cloud run. The
-assembled record is a record like a local run's: ``verify``, ``show`` and ``lineage`` read it."""
+order), tracking to MLflow as Azure ML serves it (``tests/azureml_mlflow.py``: a real MLflow
+server that refuses what Azure ML's tracking service does not implement), then downloaded and
+assembled as ``nbmill run --on azureml`` does after a cloud run. The assembled record is a
+record like a local run's: ``verify``, ``show`` and ``lineage`` read it."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -20,18 +23,23 @@ from nbmill.governance.ledger import Ledger  # noqa: E402
 from nbmill.pipeline.assemble import assemble, run_why  # noqa: E402
 from nbmill.pipeline.runner import plan  # noqa: E402
 from tests import azureml_runtime  # noqa: E402
+from tests.azureml_mlflow import AzureMLflow  # noqa: E402
 
 pytestmark = pytest.mark.slow
 REASON = "cloud run test"
 
 
 @pytest.fixture(scope="module")
-def cloud(tmp_path_factory):
+def workspace_mlflow(tmp_path_factory):
+    server = AzureMLflow(tmp_path_factory.mktemp("workspace-mlflow"))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory, workspace_mlflow):
     base = tmp_path_factory.mktemp("azureml")
-    env = {
-        "MLFLOW_TRACKING_URI": f"sqlite:///{base}/mlflow.db",
-        "NBMILL_RUNS_DIR": str(base / "runs"),
-    }
+    env = {"MLFLOW_TRACKING_URI": workspace_mlflow.uri, "NBMILL_RUNS_DIR": str(base / "runs")}
     out = base / "submitted"
     done = nbmill(
         "run", "pipelines/training.yml", "--on", "azureml", "--dry-run", "--out", str(out),
@@ -61,7 +69,8 @@ def cloud(tmp_path_factory):
         job="emulated",
     )
     return {"base": base, "env": env, "document": document, "job": job, "record": record,
-            "uploaded": uploaded, "project": project}  # fmt: skip
+            "uploaded": uploaded, "project": project,
+            "refused": list(workspace_mlflow.refused)}  # fmt: skip
 
 
 def test_the_job_file_names_the_project_relative_to_itself(cloud):
@@ -94,6 +103,12 @@ def test_every_step_ran_after_what_it_needs_even_when_ready_steps_go_latest_firs
     assert job.order == ["prep", "train", "evaluate", "deploy"]
     deploy = cloud["document"]["jobs"]["deploy"]["inputs"]
     assert set(deploy) == {"prep", "train", "evaluate"}  # evaluate: a `needs:`, no files
+
+
+def test_nothing_asked_of_mlflow_is_what_azure_ml_does_not_implement(cloud):
+    """No logged models, no MLflow aliases, no registered-model tags, no search by tag."""
+    assert cloud["job"].status == "Completed"
+    assert cloud["refused"] == []
 
 
 def test_each_step_logged_to_the_mlflow_run_azure_ml_gave_its_job(cloud):
@@ -165,3 +180,30 @@ def test_a_step_that_fails_on_azure_fails_the_assembled_record(cloud, tmp_path):
     assert "ended Failed" in record.data["error"]["message"]
     assert record.step("deploy").status == "skipped"
     assert (record.dir / "notebooks" / "evaluate.ipynb").is_file()  # kept, to see where
+
+
+def test_the_registry_reads_back_through_mlflow_as_azure_ml_serves_it(cloud, workspace_mlflow):
+    before = len(workspace_mlflow.refused)
+    done = nbmill("models", "list", "diabetes-ridge", "--json", cwd=ROOT, env=cloud["env"])
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout)
+    assert row["version"] == "1" and row["aliases"] == ["production", "staging"]
+    assert row["run_id"] == cloud["record"].id
+    assert workspace_mlflow.refused[before:] == []
+
+
+def test_mlflow_3s_logged_models_are_refused_as_azure_ml_refuses_them(workspace_mlflow):
+    """What the train step did before: ``log_model`` creates an MLflow 3 logged model, which
+    Azure ML's tracking service answers with 404."""
+    import mlflow
+    import mlflow.sklearn
+    from sklearn.linear_model import LinearRegression
+
+    before = len(workspace_mlflow.refused)
+    mlflow.set_tracking_uri(workspace_mlflow.uri)
+    try:
+        with mlflow.start_run(), pytest.raises(Exception, match="404|not implemented"):
+            mlflow.sklearn.log_model(LinearRegression().fit([[0], [1]], [0, 1]), name="model")
+    finally:
+        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    assert any("logged models" in line for line in workspace_mlflow.refused[before:])

@@ -175,10 +175,14 @@ def test_the_mlflow_run_is_tagged_with_the_run_id_and_has_the_model(finished, e2
     assert run.info.status == "FINISHED"
     assert run.data.metrics["evaluate.test_r2"] == load_run(run_dir)["metrics"]["evaluate.test_r2"]
     assert run.data.params["alpha"] == "1.0"
-    models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
-    mine = [m for m in models if m.source_run_id == run.info.run_id]
-    assert len(mine) == 1
-    local = mlflow.artifacts.download_artifacts(mine[0].artifact_location, tracking_uri=e2e_store)
+    # The model's files are plain artifacts of the run (no MLflow 3 logged model: Azure ML's
+    # tracking service does not implement them), registered from runs:/<run>/model.
+    assert client.search_logged_models(experiment_ids=[run.info.experiment_id]) == []
+    (version,) = client.search_model_versions("name='diabetes-ridge'")
+    assert version.source.endswith("/model") and version.run_id == run.info.run_id
+    local = mlflow.artifacts.download_artifacts(
+        f"runs:/{run.info.run_id}/model", tracking_uri=e2e_store
+    )
     loaded = mlflow.pyfunc.load_model(local)
     assert loaded.metadata.signature is not None
     assert json.loads((run_dir / "mlflow.json").read_text())["run_id"] == run.info.run_id

@@ -37,19 +37,25 @@ def accuracy(model, frame: pd.DataFrame) -> float:
     return float((model.predict(frame[FEATURES]) == frame["species"]).mean())
 
 
-def log_model(model, frame: pd.DataFrame):
+def log_model(model, frame: pd.DataFrame) -> str:
+    import tempfile
+    from pathlib import Path
+
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
-    from nbmill.tracking import pinned_requirements
+    from nbmill.models import log_model_files
+    from nbmill.models.requirements import model_requirements
 
     features = frame[FEATURES]
-    return mlflow.sklearn.log_model(
-        model,
-        name="model",
-        signature=infer_signature(features, model.predict(features)),
-        pip_requirements=pinned_requirements("scikit-learn", "numpy", "pandas"),
-    )
+    with tempfile.TemporaryDirectory() as scratch:
+        mlflow.sklearn.save_model(
+            model,
+            f"{scratch}/model",
+            signature=infer_signature(features, model.predict(features)),
+            pip_requirements=model_requirements("scikit-learn", "numpy", "pandas"),
+        )
+        return log_model_files(Path(scratch) / "model")
 
 
 def scorer(frame: pd.DataFrame):
@@ -68,8 +74,8 @@ LEARN = (
     "import pandas as pd\nfrom clfkit import iris\nfrom nbmill import models, tracking\n"
     "frame = pd.read_csv(table_csv)\nmodel = iris.fit(frame, c)\n"
     "with tracking.mlflow_run():\n"
-    "    info = iris.log_model(model, frame)\n"
-    "    version = models.register_model(info, model_name, model_dir=bundle_dir,\n"
+    "    uri = iris.log_model(model, frame)\n"
+    "    version = models.register_model(uri, model_name, model_dir=bundle_dir,\n"
     "                                    **models.run_provenance(table_csv))\n"
     "    tracking.log_metrics({'train_accuracy': iris.accuracy(model, frame)})"
 )

@@ -13,7 +13,6 @@ import math
 import os
 import sys
 from collections.abc import Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,6 @@ __all__ = [
     "context",
     "log_metrics",
     "mlflow_run",
-    "pinned_requirements",
     "record_product",
     "set_mlflow_tag",
 ]
@@ -161,8 +159,3 @@ def _started(ctx, active, experiment: str | None):
         },
     )
     return active
-
-
-def pinned_requirements(*distributions: str) -> list[str]:
-    """``name==version`` for each installed distribution: explicit, so MLflow infers nothing."""
-    return [f"{name}=={metadata.version(name)}" for name in distributions]

@@ -99,44 +99,43 @@ def plot_predictions(table: pd.DataFrame):
     return fig
 
 
-def save_model(model: Pipeline, train: pd.DataFrame, path: str | Path) -> None:
-    """Save in MLflow's format with a signature and pinned requirements (nothing inferred)."""
-    import mlflow.sklearn
-
-    from nbmill.tracking import pinned_requirements
-
-    path = Path(path)
-    if path.exists():
-        shutil.rmtree(path)
-    mlflow.sklearn.save_model(
-        model,
-        str(path),
-        signature=signature(model, train),
-        pip_requirements=pinned_requirements(*REQUIREMENTS),
-    )
-
-
-def log_model(model: Pipeline, train: pd.DataFrame):
-    """Log the model to the active MLflow run, with the baseline profile of its training data
-    and predictions (for monitoring) among its files; returns MLflow's ModelInfo."""
+def save_model(model: Pipeline, train: pd.DataFrame, path: str | Path) -> Path:
+    """Save in MLflow's format with a signature, the requirements a deployment installs
+    (nothing inferred), and the baseline profile of its training data and predictions (for
+    monitoring) among its files."""
     import tempfile
 
     import mlflow.sklearn
 
     from nbmill.collection import BASELINE_FILE
+    from nbmill.models.requirements import model_requirements
     from nbmill.monitor import profile_frame
-    from nbmill.tracking import pinned_requirements
 
+    path = Path(path)
+    if path.exists():
+        shutil.rmtree(path)
     features = train[FEATURES]
     with tempfile.TemporaryDirectory() as scratch:
         baseline = profile_frame(features, model.predict(features))
-        return mlflow.sklearn.log_model(
+        mlflow.sklearn.save_model(
             model,
-            name="model",
+            str(path),
             signature=signature(model, train),
-            pip_requirements=pinned_requirements(*REQUIREMENTS),
+            pip_requirements=model_requirements(*REQUIREMENTS),
             extra_files=[str(baseline.save(Path(scratch) / BASELINE_FILE))],
         )
+    return path
+
+
+def log_model(model: Pipeline, train: pd.DataFrame) -> str:
+    """Save the model (``save_model``) and log its files to the active MLflow run; returns its
+    ``runs:/`` URI, for ``nbmill.models.register_model``."""
+    import tempfile
+
+    from nbmill.models import log_model_files
+
+    with tempfile.TemporaryDirectory() as scratch:
+        return log_model_files(save_model(model, train, Path(scratch) / "model"))
 
 
 def signature(model: Pipeline, frame: pd.DataFrame):

@@ -9,6 +9,7 @@ file's shape offline, not whether its traffic adds up, so nbmill checks that its
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,20 +111,52 @@ def endpoint_entity(name: str, traffic: dict[str, int], mirror: dict[str, int] |
     )
 
 
-def deployment_entity(
-    name: str, endpoint: str, model_dir: Path, settings: AzureSettings, identity: dict[str, Any]
-):
-    """A no-code MLflow deployment of the packaged model (Azure ML builds its environment from
-    the model's pinned requirements), collecting its inputs and outputs."""
-    sdk()
-    from azure.ai.ml.entities import ManagedOnlineDeployment, Model
+WORKSPACE_TRACKING = "azureml://"
 
-    model = Model(
+
+def in_workspace_registry() -> bool:
+    """Whether MLflow's registry is the workspace's (an ``azureml://`` tracking URI): then each
+    version a run registered is already an Azure ML model version, of the same name and number."""
+    return os.environ.get("MLFLOW_TRACKING_URI", "").startswith(WORKSPACE_TRACKING)
+
+
+def model_for(model_dir: Path, identity: dict[str, Any], registered: bool | None = None):
+    """What a deployment serves: the registered version itself (``azureml:NAME:VERSION``) when
+    the registry is the workspace's, so Azure ML registers no copy of it; else the model's
+    files, which the SDK registers as a new version of an Azure ML model of the same name,
+    tagged with nbmill's name and version for the trail back."""
+    registered = in_workspace_registry() if registered is None else registered
+    name, version = identity.get("model"), identity.get("version")
+    if registered:
+        if not (name and version):
+            raise NbmillError(f"a registered model needs a name and a version, got {identity}")
+        return f"azureml:{name}:{version}"
+    from azure.ai.ml.entities import Model
+
+    return Model(
         path=str(model_dir),
         type="mlflow_model",
-        name=identity.get("model"),
-        description=f"nbmill: {identity.get('model')} version {identity.get('version')}",
+        name=name,
+        description=f"nbmill: {name} version {version}",
+        tags={f"nbmill.{k}": str(v) for k, v in identity.items() if v is not None},
     )
+
+
+def deployment_entity(
+    name: str,
+    endpoint: str,
+    model_dir: Path,
+    settings: AzureSettings,
+    identity: dict[str, Any],
+    registered: bool | None = None,
+):
+    """A no-code MLflow deployment of the model (Azure ML builds its environment from the
+    model's own requirements), collecting its inputs and outputs; ``registered``: serve the
+    workspace's registered version (default: when the MLflow registry is the workspace's)."""
+    sdk()
+    from azure.ai.ml.entities import ManagedOnlineDeployment
+
+    model = model_for(model_dir, identity, registered)
     return ManagedOnlineDeployment(
         name=name,
         endpoint_name=endpoint,
@@ -144,7 +177,15 @@ def write(rollout: Rollout, model_dir: Path, settings: AzureSettings, identity: 
     text = yaml.safe_dump(json.loads(json.dumps(endpoint)), sort_keys=False)
     (out / "endpoint.yml").write_text(text, encoding="utf-8")
     deployment = deployment_entity(rollout.new, rollout.endpoint, model_dir, settings, identity)
-    deployment.dump(out / f"deployment-{rollout.new}.yml")
+    written = out / f"deployment-{rollout.new}.yml"
+    deployment.dump(written)
+    document = yaml.safe_load(written.read_text(encoding="utf-8"))
+    model = document.get("model")
+    if isinstance(model, dict) and Path(str(model.get("path", ""))).is_absolute():
+        # The SDK writes the model folder's absolute path; relative to the file, the folder
+        # goes with it (the dry run copies the model beside it).
+        model["path"] = os.path.relpath(model["path"], out.resolve())
+        written.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     plan = {"endpoint": rollout.endpoint, "new": rollout.new, "old": rollout.old}
     plan.update(before=rollout.before, mirror=rollout.mirror, after=rollout.after)
     (out / "rollout.yml").write_text(yaml.safe_dump(plan, sort_keys=False), encoding="utf-8")

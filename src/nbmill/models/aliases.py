@@ -1,24 +1,25 @@
 """Alias moves: the gate's, ``nbmill promote`` and ``nbmill rollback``; each one is announced.
 
-Aliases, not stages (MLflow 3). Each move emits ``nbmill.model.promoted`` into the ledger with
-who and why. ``rollback`` replays production's moves from the ledger (``models/history.py``)
-and moves production to the version before the current one. The registered model also keeps
-the history in the tag ``nbmill.production_history`` (a JSON list of versions, oldest first)
-for readers of the registry; two promotions racing may lose an entry there, so it is only read
-when the ledger has no moves of the model.
+Aliases, not stages: each is a tag of the version holding it (``store.alias_tag``), since
+Azure ML's MLflow registry implements version tags but neither MLflow's alias API, nor tags on
+a registered model, nor a search by tag; the same code runs on a local store and on a
+workspace. Each move emits ``nbmill.model.promoted`` into the ledger with who and why: the
+ledger is the history. ``rollback`` replays production's moves from it (``models/history.py``)
+and moves production to the version before the current one.
 
-A move reads the registered model once (its aliases and tags) and passes it along.
+A move reads the model's versions once (their tags say who holds which alias) and passes them
+along.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from mlflow.exceptions import MlflowException
 
+from nbmill._time import iso, utcnow
 from nbmill.context import context
 from nbmill.context import notifier as notifier_for
 from nbmill.errors import NbmillError
@@ -28,8 +29,6 @@ from nbmill.models.gate import PRODUCTION, Decision
 from nbmill.models.history import moves, production_stack
 from nbmill.records.provenance import who
 
-TAG_HISTORY = "nbmill.production_history"
-HISTORY_KEEP = 200  # entries kept in the history tag (MLflow tag values are limited in size)
 OUTSIDE_A_RUN = "interactive session (not an nbmill run)"
 
 
@@ -68,45 +67,28 @@ def _why_required(reason: str | None, what: str) -> str:
     return text
 
 
-def history(model: Any) -> list[str]:
-    """The production history of a registered model (as ``store.registered`` returns it)."""
-    raw = (model.tags or {}).get(TAG_HISTORY)
-    try:
-        return [str(v) for v in json.loads(raw)] if raw else []
-    except (TypeError, ValueError):
-        raise NbmillError(
-            f"model '{model.name}': tag {TAG_HISTORY} is not a JSON list: {raw!r}"
-        ) from None
-
-
 def move(
     store: st.Store,
     notifier: Notifier,
-    model: Any,
+    model: st.Registered,
     version: Any,
     alias: str,
     reason: str,
     action: str,
     decision: Decision | None = None,
-    production_history: list[str] | None = None,
 ) -> AliasMove:
-    """Point ``alias`` of ``model`` (a registered model) at ``version`` (a model version), keep
-    the production history, announce it."""
+    """Point ``alias`` of ``model`` at ``version`` (a model version) and announce it. The new
+    holder is tagged first, then the tag is taken from the old one: a move interrupted between
+    the two leaves both tagged, and the newer tag wins (``Registered.aliases``)."""
     name, number = model.name, str(version.version)
-    previous = st.aliases_of(model).get(alias)
-    if alias == PRODUCTION and production_history is None:
-        production_history = history(model)
-        if previous is not None and (not production_history or production_history[-1] != previous):
-            production_history.append(previous)
-        production_history.append(number)
+    previous = model.aliases.get(alias)
     try:
-        store.client.set_registered_model_alias(name, alias, number)
+        store.client.set_model_version_tag(name, number, st.alias_tag(alias), iso(utcnow()))
+        for holder in model.holders(alias):
+            if holder != number:
+                store.client.delete_model_version_tag(name, holder, st.alias_tag(alias))
     except MlflowException as exc:
         raise NbmillError(f"model '{name}': cannot set alias '{alias}': {exc.message}") from None
-    if alias == PRODUCTION:
-        store.client.set_registered_model_tag(
-            name, TAG_HISTORY, json.dumps(production_history[-HISTORY_KEEP:])
-        )
     done = AliasMove(
         model=name,
         version=number,
@@ -162,8 +144,7 @@ def rollback(
         raise NbmillError(f"model '{name}' has no production version to roll back")
     text = _why_required(reason, f"rollback {name}")
     with notifier_for(st.project(project_dir), notifier) as emit:
-        # The ledger is the source of truth; the tag is kept for readers of the registry.
-        recorded = production_stack(moves(emit.ledger.events(), name)) or history(model)
+        recorded = production_stack(moves(emit.ledger.events(), name))
         stack = list(recorded)
         while stack and (stack[-1] == current or not st.exists(store, name, stack[-1])):
             stack.pop()
@@ -174,6 +155,4 @@ def rollback(
                 f"{', '.join(recorded) or 'none'})"
             )
         target = st.version(store, name, stack[-1])
-        return move(
-            store, emit, model, target, PRODUCTION, text, "rollback", production_history=stack
-        )
+        return move(store, emit, model, target, PRODUCTION, text, "rollback")

@@ -75,7 +75,7 @@ def model_link(name: str, version: str, config: ProjectConfig) -> tuple[Link, st
     found = st.version(store, name, version)
     tags = found.tags or {}
     model = st.registered(store, name)
-    aliases = sorted(a for a, v in st.aliases_of(model).items() if v == str(version))
+    aliases = st.aliases_of_version(model, version)
     run_id = tags.get(st.TAG_RUN_ID)
     expected = tags.get(st.TAG_ARTIFACTS)
     folder = _model_folder(config.runs_dir / run_id) if run_id else None

@@ -66,41 +66,65 @@ def run_provenance(data_path: str | Path, project_dir: Path | None = None) -> di
     }
 
 
-def _source(model_uri_or_info: Any) -> tuple[str, str | None, str | None]:
-    """(source URI, MLflow run id, logged model id) of what ``log_model`` returned or a URI:
-    ``models:/<model-id>`` (MLflow 3's logged models) or ``runs:/<run-id>/<path>``."""
-    uri = getattr(model_uri_or_info, "model_uri", model_uri_or_info)
-    if not isinstance(uri, str):
-        raise NbmillError(f"register_model: expected a ModelInfo or a model URI, got {uri!r}")
-    run_id = getattr(model_uri_or_info, "run_id", None)
-    model_id = getattr(model_uri_or_info, "model_id", None)
-    if uri.startswith("models:/") and "/" not in uri.removeprefix("models:/"):
-        model_id = model_id or uri.removeprefix("models:/")
-    elif uri.startswith("runs:/"):
-        run_id = run_id or uri.removeprefix("runs:/").split("/", 1)[0]
-    else:
+LOGGED_MODELS = (
+    "MLflow 3's logged models (models:/<id>, what mlflow.<flavor>.log_model returns) are not "
+    "implemented by Azure ML's tracking service; save the model with "
+    "mlflow.<flavor>.save_model and log its folder with nbmill.models.log_model_files, then "
+    "register the runs:/ URI that returns"
+)
+
+
+def log_model_files(model_dir: str | Path, artifact_path: str = "model") -> str:
+    """Log a model saved in MLflow's format (``mlflow.<flavor>.save_model``) to the active
+    MLflow run as plain artifacts; returns its ``runs:/<run-id>/<artifact_path>`` URI, for
+    ``register_model``. Plain artifacts and ``runs:/`` sources work on any MLflow store, Azure
+    ML's included; MLflow 3's logged models (``log_model``) do not work on Azure ML."""
+    import mlflow
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "MLmodel").is_file():
+        raise NbmillError(f"{model_dir}: not a saved MLflow model (no MLmodel file in it)")
+    active = mlflow.active_run()
+    if active is None:
         raise NbmillError(
-            f"register_model: {uri!r} is not a logged model (models:/<id>) or runs:/ URI"
+            "log_model_files: no active MLflow run; call it inside `with tracking.mlflow_run():`"
         )
-    return uri, run_id, model_id
+    mlflow.log_artifacts(str(model_dir), artifact_path)
+    return f"runs:/{active.info.run_id}/{artifact_path}"
+
+
+def _source(model_uri: Any) -> tuple[str, str]:
+    """(source URI, MLflow run id) of a ``runs:/<run-id>/<path>`` URI; NbmillError for
+    anything else, MLflow 3's logged models first (Azure ML does not implement them)."""
+    uri = getattr(model_uri, "model_uri", model_uri)
+    if not isinstance(uri, str):
+        raise NbmillError(f"register_model: expected a runs:/ model URI, got {uri!r}")
+    if uri.startswith("models:/") or getattr(model_uri, "model_id", None):
+        raise NbmillError(f"register_model: {uri}: {LOGGED_MODELS}")
+    if not uri.startswith("runs:/") or "/" not in uri.removeprefix("runs:/"):
+        raise NbmillError(
+            f"register_model: {uri!r} is not a runs:/<run-id>/<path> URI "
+            "(what nbmill.models.log_model_files returns)"
+        )
+    return uri, uri.removeprefix("runs:/").split("/", 1)[0]
 
 
 def _create_version(store: st.Store, uri: str, name: str, tags: dict[str, str]):
-    source, run_id, model_id = _source(uri)
-    if model_id and not run_id:
-        run_id = store.client.get_logged_model(model_id).source_run_id
+    source, run_id = _source(uri)
     try:
         store.client.create_registered_model(name)
     except MlflowException as exc:
         if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
-    return store.client.create_model_version(
-        name, source, run_id=run_id, tags=tags, model_id=model_id
-    )
+    # Tags one by one: Azure ML has refused them inside create_model_version (mlflow#8008).
+    created = store.client.create_model_version(name, source, run_id=run_id)
+    for key, value in tags.items():
+        store.client.set_model_version_tag(name, str(created.version), key, value)
+    return created
 
 
 def register_model(
-    model_uri_or_info: Any,
+    model_uri: str,
     name: str,
     *,
     run_id: str,
@@ -114,7 +138,7 @@ def register_model(
 ) -> str:
     """Register a logged model as a new version of ``name``; returns the version.
 
-    ``model_uri_or_info`` is what ``log_model`` returned (ModelInfo) or a model URI.
+    ``model_uri``: the ``runs:/`` URI ``log_model_files`` returned.
     ``model_dir`` (the run's model folder) is replaced by exactly the registered version's
     files, and their ``tree_digest`` is tagged ``nbmill.artifacts_sha256``. Emits
     ``nbmill.model.registered``.
@@ -127,7 +151,7 @@ def register_model(
         st.TAG_DATA: data_sha256,
         st.TAG_ENVIRONMENT: environment_fingerprint or "",
     }
-    registered = _create_version(store, model_uri_or_info, name, tags)
+    registered = _create_version(store, model_uri, name, tags)
     version = str(registered.version)
     digest = _replace_with_version(store, name, version, Path(model_dir))
     tracking.record_product(MODEL, model_dir)
@@ -249,7 +273,7 @@ def find_candidate(name: str, model_dir: str | Path, project_dir: Path | None = 
     those in ``model_dir``."""
     store = st.Store.of(project_dir)
     digest = tree_digest(Path(model_dir))
-    found = st.versions(store, name, f"tags.`{st.TAG_ARTIFACTS}` = '{digest}'")
+    found = st.versions(store, name, {st.TAG_ARTIFACTS: digest})
     if not found:
         st.registered(store, name)  # no such model: say so first
         raise NbmillError(
@@ -257,7 +281,7 @@ def find_candidate(name: str, model_dir: str | Path, project_dir: Path | None = 
             "the train step registers its model with nbmill.models.register_model"
         )
     latest = found[-1]
-    return store.client.get_model_version(name, str(latest.version))  # with its aliases
+    return store.client.get_model_version(name, str(latest.version))
 
 
 def list_models(
@@ -270,14 +294,15 @@ def list_models(
     MLflow run id, created, commit, artifacts sha256, gate reason, and the metrics of the MLflow
     run that logged it (all of them, or ``metric_names`` such as ``evaluate.test_r2``)."""
     store = st.Store.of(project_dir)
-    models = [st.registered(store, name)] if name else st.all_models(store)
+    names = [name] if name else [m.name for m in st.all_models(store)]
+    models = [st.registered(store, n) for n in names]
     runs: dict[str, dict[str, float]] = {}
     rows = []
     for model in sorted(models, key=lambda m: m.name):
         aliases: dict[str, list[str]] = {}
         for alias, version in st.aliases_of(model).items():
             aliases.setdefault(version, []).append(alias)
-        for found in reversed(st.versions(store, model.name)):
+        for found in reversed(model.versions):
             run = found.run_id or ""
             if run and run not in runs:
                 try:

@@ -8,9 +8,9 @@ the registry nbmill writes to never leak into each other.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -29,6 +29,15 @@ TAG_ARTIFACTS = "nbmill.artifacts_sha256"
 TAG_GATE_PROMOTED = "nbmill.gate.promoted"
 TAG_GATE_REASON = "nbmill.gate.reason"
 MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+# An alias is a tag of the version holding it, ``nbmill.alias.<alias>`` = when it moved there.
+# Azure ML's MLflow registry implements version tags, but neither MLflow's aliases nor tags on
+# a registered model nor a search by tag: so nbmill uses version tags on every store (one code
+# path), lists a model's versions by name, and the ledger keeps every move.
+ALIAS_TAG = "nbmill.alias."
+
+
+def alias_tag(alias: str) -> str:
+    return ALIAS_TAG + alias
 
 
 @dataclass(frozen=True)
@@ -45,11 +54,16 @@ class Store:
 
     def download(self, name: str, version: str, dst: Path) -> Path:
         """Download a version's files into ``dst``, quietly. (MLflow's ``models:/`` URIs would
-        resolve through the process-wide registry URI, so the version's own artifact location
-        is asked of this store's client and downloaded from there.)"""
+        resolve through the process-wide registry URI, and its ``runs:/`` repository searches
+        MLflow 3's logged models, which Azure ML does not implement: so a ``runs:/`` source is
+        resolved here to the run's own artifact location, and downloaded from there.)"""
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         source = self.client.get_model_version_download_uri(name, str(version))
+        if source.startswith("runs:/"):
+            run_id, _, path = source.removeprefix("runs:/").partition("/")
+            root = self.client.get_run(run_id).info.artifact_uri.rstrip("/")
+            source = f"{root}/{path}" if path else root
         repository = get_artifact_repository(source, tracking_uri=self.uri, registry_uri=self.uri)
         with environ({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
             repository.download_artifacts("", dst_path=str(dst))
@@ -65,11 +79,42 @@ def check_name(name: str) -> None:
         raise NbmillError(f"model name {name!r}: must be non-empty, without quotes or backticks")
 
 
-def registered(store: Store, name: str):
-    """The registered model (with its aliases and tags), or NbmillError naming those there are."""
+@dataclass(frozen=True)
+class Registered:
+    """A registered model as nbmill reads it: its versions (oldest first, each with its tags)
+    and, from their tags, which version holds each alias."""
+
+    name: str
+    versions: list  # MLflow ModelVersions
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        """alias -> version: the version whose ``nbmill.alias.<alias>`` tag is the newest
+        (a move interrupted between its two writes leaves the old holder's tag older)."""
+        held: dict[str, tuple[str, tuple[int, str], str]] = {}
+        for found in self.versions:
+            number = str(found.version)
+            for key, moved_at in (found.tags or {}).items():
+                if key.startswith(ALIAS_TAG):
+                    alias, rank = key.removeprefix(ALIAS_TAG), (moved_at, version_key(number))
+                    if alias not in held or rank > held[alias][:2]:
+                        held[alias] = (*rank, number)
+        return {alias: entry[-1] for alias, entry in sorted(held.items())}
+
+    def holders(self, alias: str) -> list[str]:
+        """Every version tagged with ``alias`` (one, unless a move was interrupted)."""
+        return [str(v.version) for v in self.versions if alias_tag(alias) in (v.tags or {})]
+
+
+def registered(store: Store, name: str) -> Registered:
+    """The registered model and its versions, or NbmillError naming those there are."""
     check_name(name)
+    found = versions(store, name)
+    if found:
+        return Registered(name, found)
     try:
-        return store.client.get_registered_model(name)
+        store.client.get_registered_model(name)
+        return Registered(name, [])
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
@@ -89,16 +134,21 @@ def all_models(store: Store) -> list:
             return models
 
 
-def versions(store: Store, name: str, filter_string: str | None = None) -> list:
-    """Every version of ``name`` (matching ``filter_string``), oldest first."""
-    query = f"name='{name}'" + (f" and {filter_string}" if filter_string else "")
+def versions(store: Store, name: str, tags: Mapping[str, str] | None = None) -> list:
+    """Every version of ``name`` (with each of ``tags``), oldest first. Searched by name only
+    and filtered here: Azure ML's registry does not search by tag."""
     found, token = [], None
     while True:
-        page = store.client.search_model_versions(query, max_results=1000, page_token=token)
+        page = store.client.search_model_versions(
+            f"name='{name}'", max_results=1000, page_token=token
+        )
         found.extend(page)
         token = page.token
         if not token:
-            return sorted(found, key=lambda v: version_key(str(v.version)))
+            break
+    wanted = dict(tags or {})
+    found = [v for v in found if wanted.items() <= (v.tags or {}).items()]
+    return sorted(found, key=lambda v: version_key(str(v.version)))
 
 
 def version_key(version: str) -> tuple[int, str]:
@@ -131,9 +181,14 @@ def exists(store: Store, name: str, number: str) -> bool:
     return True
 
 
-def aliases_of(model: Any) -> dict[str, str]:
+def aliases_of(model: Registered) -> dict[str, str]:
     """alias -> version of a registered model (as ``registered`` returns it)."""
-    return {alias: str(v) for alias, v in (model.aliases or {}).items()}
+    return model.aliases
+
+
+def aliases_of_version(model: Registered, version: str | int) -> list[str]:
+    """The aliases a version of the registered model holds, sorted."""
+    return sorted(a for a, v in model.aliases.items() if v == str(version))
 
 
 def resolve(store: Store, text: str) -> tuple[ModelRef, str]:

@@ -24,6 +24,7 @@ from nbmill._time import iso, utcnow
 from nbmill.context import notifier as notifier_for
 from nbmill.errors import NbmillError
 from nbmill.models import package
+from nbmill.models import store as st
 from nbmill.models.gate import PRODUCTION, STAGING
 from nbmill.models.registry import find_candidate
 from nbmill.models.store import TAG_GATE_REASON
@@ -163,7 +164,8 @@ def deploy_candidate(
         model={"name": model_name, "version": version},
     )
     tracking.record_product(PACKAGE, package_dir)
-    if not {STAGING, PRODUCTION} & set(candidate.aliases or ()):
+    held = st.aliases_of_version(st.registered(st.Store.of(), model_name), version)
+    if not {STAGING, PRODUCTION} & set(held):
         tracking.log_metrics({"deployed": 0})
         gate = (candidate.tags or {}).get(TAG_GATE_REASON)
         return {
