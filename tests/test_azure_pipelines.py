@@ -43,6 +43,8 @@ GROUP = {
 }
 PREDEFINED = {
     "Build.SourceVersionMessage": 'Revert "smaller alpha"',
+    "Build.BuildNumber": "20261203.4",
+    "System.AccessToken": "job-token",
     "Build.Reason": "Schedule",
     "System.JobAttempt": "1",
 }
@@ -432,10 +434,28 @@ def test_every_variable_a_step_uses_is_defined():
         pipeline = compiled(path)
         jobs = [j for s in pipeline.get("stages", [pipeline]) for j in s["jobs"]]
         for job in jobs:
-            known = {**variables(pipeline), **job.get("variables", {}), **PREDEFINED}
+            known = {**variables(pipeline), **job_variables(job), **PREDEFINED}
+            known.update(dict.fromkeys(output_variables(job)))
             job_name = job.get("job") or job["deployment"]
             for name in macro.findall(json.dumps(job_steps(job))):
                 assert name in known, f"{path.name}: job {job_name}: $({name}) is not defined"
+
+
+def output_variables(job: dict) -> list[str]:
+    """``step.variable`` for each output variable a named step of the job sets."""
+    setting = re.compile(r"##vso\[task\.setvariable variable=(\w+);isOutput=true\]")
+    return [
+        f"{step['name']}.{variable}"
+        for step in job_steps(job)
+        if "name" in step
+        for variable in setting.findall(json.dumps(step))
+    ]
+
+
+def job_variables(job: dict) -> dict[str, str]:
+    """A job's own variables (a list of name/value, or a mapping)."""
+    given = job.get("variables") or {}
+    return given if isinstance(given, dict) else {v["name"]: v["value"] for v in given}
 
 
 # --- running a step's script as the agent does --------------------------------------------------
@@ -463,15 +483,25 @@ class Agent:
         self.project = project
         shutil.copytree(ROOT / ".azure-pipelines", project / ".azure-pipelines")
         (project / "tmp").mkdir()
-        for tool in (project / "bin/az", project / "bin/make", project / ".venv/bin/nbmill"):
+        fakes = ("bin/az", "bin/make", ".venv/bin/nbmill", ".venv/bin/python")
+        for tool in (project / fake for fake in fakes):
             tool.parent.mkdir(parents=True, exist_ok=True)
             tool.write_text(FAKE_TOOL.format(python=sys.executable))
             tool.chmod(0o755)
         self.calls_file = project / "calls.jsonl"
 
-    def run(self, step: dict, answers: dict | None = None, without: tuple = ()):
-        """Run the step's script with its env (macros expanded) and the variable group's values."""
+    def run(
+        self,
+        step: dict,
+        answers: dict | None = None,
+        without: tuple = (),
+        values: dict | None = None,
+    ):
+        """Run the step's script with its env (macros expanded) and the variable group's values;
+        ``values``: the job's own variables and earlier steps' output variables."""
+        given = values or {}
         values = {**variables(compiled()), **variables(compiled(MONITORING)), **PREDEFINED}
+        values.update(given)
         step_env = {
             key: re.sub(r"\$\(([\w.]+)\)", lambda m: values[m.group(1)], value)
             for key, value in step.get("env", {}).items()
@@ -691,31 +721,114 @@ def test_deploy_jobs_check_out_the_repository_their_scripts_read():
         assert second == {"download": "none"}
 
 
+STAGED = "$[ stageDependencies.DeployStaging.Deploy.outputs['Deploy.staged.version'] ]"
+
+
+def deploy_job(stage_name: str) -> dict:
+    (job,) = stage(compiled(), stage_name)["jobs"]
+    return job
+
+
+def test_production_deploys_the_version_the_staging_stage_resolved_and_tested():
+    staging, prod = deploy_job("DeployStaging"), deploy_job("DeployProd")
+    resolve = named(job_steps(staging), "Resolve the version")
+    assert (staging["deployment"], resolve["name"]) == ("Deploy", "staged")  # Deploy.staged.*
+    assert job_variables(staging)["testedVersion"] == ""
+    assert job_variables(prod)["testedVersion"] == STAGED
+    deploy_at = [s.get("displayName", "") for s in job_steps(prod)]
+    assert deploy_at.index("Resolve the version of $(modelName) to deploy") < next(
+        i for i, name in enumerate(deploy_at) if name.startswith("nbmill deploy")
+    )
+
+
+def test_staging_resolves_its_alias_once_and_hands_the_version_on(agent):
+    resolve = named(job_steps(deploy_job("DeployStaging")), "Resolve the version")
+    answer = {"nbmill models show": [json.dumps({"version": "7", "aliases": ["staging"]}), 0]}
+    result = agent.run(resolve, answer, values={"testedVersion": ""})
+    assert result.returncode == 0, result.stderr
+    (show,) = agent.calls("nbmill")
+    assert show["argv"][1:] == ["models", "show", "diabetes-ridge@staging", "--json"]
+    assert "##vso[task.setvariable variable=version;isOutput=true]7" in result.stdout
+
+
+def test_production_takes_the_tested_version_without_reading_its_alias(agent):
+    resolve = named(job_steps(deploy_job("DeployProd")), "Resolve the version")
+    result = agent.run(resolve, values={"testedVersion": "7"})
+    assert result.returncode == 0, result.stderr
+    assert agent.calls("nbmill") == []  # production's alias may still name the old version
+    assert "##vso[task.setvariable variable=version;isOutput=true]7" in result.stdout
+
+
+@pytest.mark.parametrize("tested", ["", "seven", "7; rm -rf /"])
+def test_no_version_or_a_bad_one_stops_the_job(agent, tested):
+    resolve = named(job_steps(deploy_job("DeployProd")), "Resolve the version")
+    answer = {"nbmill models show": [json.dumps({"version": ""}), 0]}
+    result = agent.run(resolve, answer, values={"testedVersion": tested})
+    assert result.returncode == 1
+    assert "##vso[task.logissue type=error]No version of diabetes-ridge" in result.stdout
+    assert "setvariable" not in result.stdout
+
+
 @pytest.mark.parametrize(
-    ("stage_name", "model", "endpoint"),
-    [
-        ("DeployStaging", "diabetes-ridge@staging", "diabetes-ridge-staging"),
-        ("DeployProd", "diabetes-ridge@production", "diabetes-ridge-prod"),
-    ],
+    ("stage_name", "endpoint"),
+    [("DeployStaging", "diabetes-ridge-staging"), ("DeployProd", "diabetes-ridge-prod")],
 )
-def test_deploy_job_deploys_the_alias_blue_green_through_nbmill(agent, stage_name, model, endpoint):
+def test_deploy_job_deploys_that_version_blue_green_through_nbmill(agent, stage_name, endpoint):
     deploy_steps = steps(stage(compiled(), stage_name))
     setup = next(step for step in deploy_steps if step.get("script", "").startswith("make "))
     deploy = named(deploy_steps, "nbmill deploy")
 
-    result = agent.run(deploy)
+    result = agent.run(deploy, values={"staged.version": "7"})
 
     assert setup["script"] == "make setup-azure"
     assert result.returncode == 0, result.stderr
     (nbmill,) = agent.calls("nbmill")
-    assert nbmill["argv"][1:] == ["deploy", model, "--on", "azureml", "--endpoint", endpoint]
+    assert nbmill["argv"][1:] == [
+        "deploy", "diabetes-ridge/7", "--on", "azureml", "--endpoint", endpoint
+    ]  # fmt: skip
     assert nbmill["mlflow"] == WORKSPACE_URI
+
+
+def test_production_moves_its_alias_to_the_tested_version_with_the_approvers(agent):
+    promote = named(job_steps(deploy_job("DeployProd")), "nbmill models promote")
+    assert promote["condition"] == "and(succeeded(), ne(variables['testedVersion'], ''))"
+    prod_steps = [s.get("displayName", "") for s in job_steps(deploy_job("DeployProd"))]
+    check = prod_steps.index("Check that the endpoint answers")
+    assert prod_steps.index(promote["displayName"]) > check  # only once the endpoint answers
+    answers = {"python -m nbmill.governance.approvals": ["Ann Lee <ann@example.com>: ok\n", 0]}
+    result = agent.run(promote, answers, values={"staged.version": "7", "testedVersion": "7"})
+    assert result.returncode == 0, result.stderr
+    (lookup,) = agent.calls("python")
+    assert lookup["argv"][1:] == ["-m", "nbmill.governance.approvals"]
+    (moved,) = agent.calls("nbmill")
+    assert moved["argv"][1:6] == ["models", "promote", "diabetes-ridge", "7", "--to"]
+    assert moved["argv"][6] == "production"
+    given = dict(zip(moved["argv"][7::2], moved["argv"][8::2], strict=True))
+    assert given["--approved-by"] == "Ann Lee <ann@example.com>: ok"
+    assert "20261203.4" in given["--reason"] and "version 7" in given["--reason"]
+
+
+def test_production_is_not_promoted_when_its_approvers_cannot_be_read(agent):
+    promote = named(job_steps(deploy_job("DeployProd")), "nbmill models promote")
+    answers = {"python -m nbmill.governance.approvals": ["", 1]}
+    result = agent.run(promote, answers, values={"staged.version": "7", "testedVersion": "7"})
+    assert result.returncode == 1
+    assert agent.calls("nbmill") == []
+
+
+def test_every_azure_cli_step_that_may_run_long_keeps_its_session_active():
+    """Workload identity federation tokens expire (microsoft/azure-pipelines-tasks#19989)."""
+    for job in (deploy_job("DeployStaging"), deploy_job("DeployProd")):
+        for step in job_steps(job):
+            if step.get("task") == "AzureCLI@2" and "deploy" in step.get("displayName", ""):
+                assert step["inputs"].get("keepAzSessionActive") == "true", step["displayName"]
 
 
 def test_deploy_job_fails_when_nbmill_deploy_fails(agent):
     deploy = named(steps(stage(compiled(), "DeployStaging")), "nbmill deploy")
 
-    assert agent.run(deploy, {"nbmill deploy": ["", 1]}).returncode == 1
+    result = agent.run(deploy, {"nbmill deploy": ["", 1]}, values={"staged.version": "7"})
+    assert result.returncode == 1
 
 
 @pytest.mark.parametrize(
@@ -781,17 +894,12 @@ def test_only_production_schedules_monitoring_of_its_endpoint(agent):
 
     assert not runs(schedule_step("DeployStaging"))
     assert runs(schedule_step("DeployProd"))
-    assert agent.run(schedule_step("DeployProd")).returncode == 0
+    assert agent.run(schedule_step("DeployProd"), values={"staged.version": "7"}).returncode == 0
     (nbmill,) = agent.calls("nbmill")
     assert nbmill["argv"] == [
-        "nbmill",
-        "monitor-schedule",
-        "diabetes-ridge@production",
-        "--on",
-        "azureml",
-        "--endpoint",
-        "diabetes-ridge-prod",
-    ]
+        "nbmill", "monitor-schedule", "diabetes-ridge/7", "--on", "azureml",
+        "--endpoint", "diabetes-ridge-prod", "--params", "params/prod.yml",
+    ]  # fmt: skip
 
 
 # --- the scheduled monitoring pipeline ----------------------------------------------------------

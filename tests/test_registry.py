@@ -810,3 +810,15 @@ def test_models_history_on_the_command_line_reads_the_ledger(
     assert main(["models", "history", three_versions]) == 0
     table = capsys.readouterr().out
     assert "rollback" in table and "2 is slow" in table and "release 2" in table
+
+
+def test_a_promotion_keeps_who_approved_it_in_the_ledger(three_versions, project):
+    moves.promote(
+        three_versions, 2, reason="release 2", approved_by="Ann Lee <ann@example.com>: ok",
+        project_dir=project,
+    )  # fmt: skip
+    (event,) = [
+        e for e in ledger_events(project, "nbmill.model.promoted") if e["data"]["version"] == "2"
+    ]
+    assert event["data"]["approved_by"] == "Ann Lee <ann@example.com>: ok"
+    assert event["data"]["action"] == "promote" and event["data"]["why"] == "release 2"

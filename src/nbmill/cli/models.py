@@ -123,13 +123,16 @@ def _moved(args: argparse.Namespace, move) -> int:
     arg("version", help="version to promote"),
     arg("--to", default="production", help="alias to move (production)"),
     REASON,
+    arg("--approved-by", metavar="WHO", help="who approved the move (kept in the ledger)"),
 )
 def cmd_promote(args: argparse.Namespace) -> int:
     from nbmill.models.aliases import promote
 
-    return _moved(
-        args, promote(args.name, args.version, args.to, args.reason, project_dir=project())
-    )
+    moved = promote(
+        args.name, args.version, args.to, args.reason,
+        approved_by=args.approved_by, project_dir=project(),
+    )  # fmt: skip
+    return _moved(args, moved)
 
 
 @MODELS.command(

@@ -44,6 +44,7 @@ class AliasMove:
     why: str
     run_id: str | None  # the nbmill run that made the version
     action: str  # gate, promote or rollback
+    approved_by: str | None = None  # who approved the move (an environment's approval)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,6 +77,7 @@ def move(
     reason: str,
     action: str,
     decision: Decision | None = None,
+    approved_by: str | None = None,
 ) -> AliasMove:
     """Point ``alias`` of ``model`` at ``version`` (a model version) and announce it. The new
     holder is tagged first, then the tag is taken from the old one: a move interrupted between
@@ -98,6 +100,7 @@ def move(
         why=reason,
         run_id=(version.tags or {}).get(st.TAG_RUN_ID),
         action=action,
+        approved_by=approved_by,
     )
     data = done.as_dict()
     if decision is not None:
@@ -112,12 +115,14 @@ def promote(
     alias: str = PRODUCTION,
     reason: str | None = None,
     *,
+    approved_by: str | None = None,
     project_dir: Path | None = None,
     notifier: Notifier | None = None,
 ) -> AliasMove:
     """Move ``alias`` to ``version`` by hand (``nbmill promote``); emits nbmill.model.promoted.
 
-    ``reason`` is required outside a run (inside one, the run's why is used)."""
+    ``reason`` is required outside a run (inside one, the run's why is used); ``approved_by``:
+    who approved it (an Azure DevOps environment's approvers), kept with the move."""
     store = st.Store.of(project_dir)
     model = st.registered(store, name)
     found = st.version(store, name, version)
@@ -125,7 +130,7 @@ def promote(
         raise NbmillError(f"model '{name}' version {version} already holds alias '{alias}'")
     text = _why_required(reason, f"promote {name} {version}")
     with notifier_for(st.project(project_dir), notifier) as emit:
-        return move(store, emit, model, found, alias, text, "promote")
+        return move(store, emit, model, found, alias, text, "promote", approved_by=approved_by)
 
 
 def rollback(
