@@ -305,6 +305,35 @@ def test_the_monitor_schedule_command_uses_the_monitoring_pipelines_thresholds(t
     assert monitoring.validate(tmp_path / "schedule.yml", Thresholds()) == []
 
 
+def test_the_schedule_reads_only_the_azure_section_of_the_params_file(tmp_path):
+    """params/prod.yml is planned against the training pipeline: its other sections do not
+    apply to the monitoring pipeline (which has no `seed`), its azure: section does."""
+    done = nbmill(
+        "monitor-schedule", "diabetes-ridge@production", "--endpoint", "diabetes",
+        "--params", "params/prod.yml", "--training-data", "azureml:diabetes-ridge-training:3",
+        "--dry-run", "--out", str(tmp_path), cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    schedule = yaml.safe_load((tmp_path / "schedule.yml").read_text())
+    signals = schedule["create_monitor"]["monitoring_signals"]
+    for signal in signals.values():
+        reference = signal["reference_data"]
+        assert reference["data_column_names"] == {"target_column": "target"}
+        assert reference["input_data"]["path"] == "azureml:diabetes-ridge-training:3"
+
+
+def test_a_schedule_that_would_alert_no_one_is_refused_before_anything_is_created(
+    tmp_path, monkeypatch
+):
+    for variable in ("AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AZUREML_WORKSPACE_NAME"):
+        monkeypatch.delenv(variable, raising=False)
+    target = monitoring.Monitored(
+        "diabetes-ridge@production", "diabetes", ROOT, params_file=str(ROOT / "params/prod.yml")
+    )
+    with pytest.raises(NbmillError, match="alert_emails is empty, so a breach would alert no one"):
+        monitoring.create_schedule(target)
+
+
 # --- local runs stay local ----------------------------------------------------------------------
 
 

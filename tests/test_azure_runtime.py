@@ -207,3 +207,41 @@ def test_mlflow_3s_logged_models_are_refused_as_azure_ml_refuses_them(workspace_
     finally:
         mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     assert any("logged models" in line for line in workspace_mlflow.refused[before:])
+
+
+def test_the_schedule_registers_the_data_the_model_was_trained_on(cloud, tmp_path):
+    """The reference data of monitoring: the run's training file, found by the sha256 the model
+    version records, registered as diabetes-ridge-training at the model's version."""
+    done = nbmill(
+        "monitor-schedule", "diabetes-ridge@production", "--endpoint", "diabetes",
+        "--params", "params/prod.yml", "--dry-run", "--out", str(tmp_path),
+        cwd=ROOT, env=cloud["env"],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = yaml.safe_load((tmp_path / "data.yml").read_text())
+    assert (data["name"], str(data["version"]), data["type"]) == (
+        "diabetes-ridge-training",
+        "1",
+        "mltable",
+    )
+    record = cloud["record"]
+    assert data["tags"]["nbmill.data_sha256"] == record.data["files"]["data/train.csv"]
+    assert (tmp_path / "training-data" / "MLTable").is_file()
+    schedule = yaml.safe_load((tmp_path / "schedule.yml").read_text())
+    (path,) = {
+        s["reference_data"]["input_data"]["path"]
+        for s in schedule["create_monitor"]["monitoring_signals"].values()
+    }
+    assert path == "azureml:diabetes-ridge-training:1"
+
+
+def test_a_training_file_that_is_not_the_models_is_refused(cloud, tmp_path):
+    other = tmp_path / "other.csv"
+    other.write_text("age,target\n1,2\n")
+    done = nbmill(
+        "monitor-schedule", "diabetes-ridge@production", "--endpoint", "diabetes",
+        "--training-data", str(other), "--dry-run", "--out", str(tmp_path / "out"),
+        cwd=ROOT, env=cloud["env"],
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "is not the data diabetes-ridge version 1 was trained on" in done.stderr

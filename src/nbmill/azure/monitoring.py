@@ -58,9 +58,13 @@ def schedule_entity(
         NumericalDriftMetrics,
     )
 
+    columns = {"target_column": settings.target_column} if settings.target_column else None
+
     def reference():
         return ReferenceData(
-            input_data=ml.Input(path=training_data, type="mltable"), data_context="training"
+            input_data=ml.Input(path=training_data, type="mltable"),
+            data_context="training",
+            data_column_names=columns,
         )
 
     def numerical():
@@ -202,7 +206,9 @@ def pipeline_thresholds(
     project_dir: Path, pipeline: str | Path | None = None, params_file: str | None = None
 ) -> Thresholds:
     """The thresholds the monitoring pipeline's steps are given (``pipeline``, else
-    nbmill.yml's ``monitoring_pipeline``): Azure ML's defaults unless changed."""
+    nbmill.yml's ``monitoring_pipeline``): Azure ML's defaults unless changed. A params file
+    is read for its ``azure:`` section only (``settings_of``): it is planned against the
+    training pipeline, whose parameters the monitoring pipeline does not take."""
     from nbmill.monitor.thresholds import thresholds
     from nbmill.pipeline.runner import plan
     from nbmill.project.config import load_config
@@ -213,18 +219,86 @@ def pipeline_thresholds(
             "monitor-schedule: which pipeline's thresholds? Pass --pipeline FILE, or set "
             "monitoring_pipeline in nbmill.yml"
         )
-    planned = plan(pipeline, params_file, (), None, project_dir)
+    planned = plan(pipeline, None, (), None, project_dir)
     given = [values["thresholds"] for values in planned.resolved.values() if "thresholds" in values]
     return thresholds(given[0] if given else {})
 
 
+MLTABLE = """\
+# The model's training data, as Azure ML model monitoring reads its reference data.
+paths:
+  - file: ./{file}
+transformations:
+  - read_delimited:
+      delimiter: ","
+      header: all_files_same_headers
+"""
+
+
+def training_data(name: str, version: str, csv: Path, sha256: str, folder: Path):
+    """The training data asset ``NAME-training`` at the model's version: an MLTable folder
+    (the CSV and its ``MLTable`` file) written into ``folder``, as an azure-ai-ml Data entity."""
+    import shutil
+
+    sdk()
+    from azure.ai.ml.entities import Data
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(csv, folder / csv.name)
+    (folder / "MLTable").write_text(MLTABLE.format(file=csv.name), encoding="utf-8")
+    return Data(
+        name=f"{name}-training",
+        version=str(version),
+        type="mltable",
+        path=str(folder),
+        description=f"nbmill: the training data of {name} version {version}",
+        tags={"nbmill.data_sha256": sha256, "nbmill.model": f"{name}/{version}"},
+    )
+
+
+def _training_csv(given: str | None, project_dir: Path, version) -> Path:
+    """The model version's training data file: ``given`` (a path), else the file of the run
+    that registered it (``runs/<run>/``) whose sha256 the version's tags record; checked."""
+    from nbmill._hashing import sha256_file
+    from nbmill.models import store as st
+    from nbmill.project.config import load_config
+    from nbmill.records.runjson import read
+
+    expected = (version.tags or {}).get(st.TAG_DATA)
+    if given:
+        path = Path(given)
+    else:
+        run_id = (version.tags or {}).get(st.TAG_RUN_ID) or ""
+        run_dir = load_config(project_dir).runs_dir / run_id
+        files = (read(run_dir).get("files") or {}) if (run_dir / "run.json").is_file() else {}
+        found = [rel for rel, sha in sorted(files.items()) if sha == expected]
+        if not found:
+            raise NbmillError(
+                f"monitor-schedule: the training data of {version.name} version "
+                f"{version.version} is not in {run_dir}; give it with --training-data FILE "
+                "(a CSV) or an Azure ML data asset (azureml:NAME:VERSION)"
+            )
+        path = run_dir / found[0]
+    if not path.is_file():
+        raise NbmillError(f"monitor-schedule: --training-data {path}: no such file")
+    if expected and sha256_file(path) != expected:
+        raise NbmillError(
+            f"monitor-schedule: {path} is not the data {version.name} version {version.version} "
+            f"was trained on (its sha256 differs from the version's {st.TAG_DATA})"
+        )
+    return path
+
+
 @dataclass(frozen=True)
 class Monitored:
-    """What a schedule monitors: ``model`` (NAME@ALIAS) deployed on ``endpoint``, in the
-    project ``project_dir``; the ``deployment`` (default: blue in a dry run, else the one taking
-    the traffic), the ``training_data`` asset (default: ``azureml:NAME-training@latest``), the
-    monitoring ``pipeline`` whose thresholds apply (default: nbmill.yml's) and the
-    ``params_file`` whose ``azure:`` section applies."""
+    """What a schedule monitors: ``model`` (NAME@ALIAS or NAME/VERSION) deployed on
+    ``endpoint``, in the project ``project_dir``; the ``deployment`` (default: blue in a dry
+    run, else the one taking the traffic); the ``training_data``: an Azure ML data asset
+    (``azureml:...``), or a CSV file registered as ``NAME-training`` at the model's version
+    (default: the file the model's run trained on, found by its sha256); the monitoring
+    ``pipeline`` whose thresholds apply (default: nbmill.yml's) and the ``params_file`` whose
+    ``azure:`` section applies."""
 
     model: str
     endpoint: str
@@ -234,16 +308,31 @@ class Monitored:
     pipeline: str | Path | None = None
     params_file: str | None = None
 
-    def schedule(self, deployment: str):
+    def reference(self, folder: Path):
+        """The reference data: (its ``azureml:`` reference, the Data entity to register first
+        or None for an asset given)."""
+        from nbmill._hashing import sha256_file
+        from nbmill.models import store as st
+
+        if self.training_data and self.training_data.startswith("azureml:"):
+            return self.training_data, None
+        store = st.Store.of(self.project_dir)
+        ref, number = st.resolve(store, self.model)
+        version = st.version(store, ref.name, number)
+        csv = _training_csv(self.training_data, self.project_dir, version)
+        data = training_data(ref.name, number, csv, sha256_file(csv), folder)
+        return f"azureml:{data.name}:{data.version}", data
+
+    def schedule(self, deployment: str, reference: str):
         from nbmill.models.ref import parse_ref
 
-        limits = pipeline_thresholds(self.project_dir, self.pipeline, self.params_file)
+        limits = pipeline_thresholds(self.project_dir, self.pipeline)
         name = parse_ref(self.model).name
         entity = schedule_entity(
             f"{name}-monitor",  # one schedule per endpoint, moved to the live deployment
             self.endpoint,
             deployment,
-            self.training_data or f"azureml:{name}-training@latest",
+            reference,
             limits,
             settings_of(self.params_file),
         )
@@ -251,19 +340,45 @@ class Monitored:
 
 
 def dry_run(target: Monitored, out: str | Path | None = None) -> DryRun:
-    """The schedule of ``target``, written to ``out``/schedule.yml (default: the runs folder's
-    dry-run/) and checked."""
+    """The schedule of ``target`` written to ``out``/schedule.yml (default: the runs folder's
+    dry-run/), and the training data asset it reads, ``data.yml`` and its MLTable folder
+    ``training-data/``, when it is to be registered; each loaded back and checked."""
     from nbmill.project.config import load_config
 
-    schedule, limits = target.schedule(target.deployment or "blue")
-    where = out_dir(out, load_config(target.project_dir).runs_dir) / "schedule.yml"
-    path = write(schedule, where)
-    return DryRun("monitor schedule", path, validate(path, limits))
+    where = out_dir(out, load_config(target.project_dir).runs_dir)
+    reference, data = target.reference(where / "training-data")
+    problems = []
+    if data is not None:
+        data.dump(where / "data.yml")
+        problems += _check_data(where / "data.yml")
+    schedule, limits = target.schedule(target.deployment or "blue", reference)
+    path = write(schedule, where / "schedule.yml")
+    return DryRun("monitor schedule", path, problems + validate(path, limits))
+
+
+def _check_data(path: Path) -> list[str]:
+    """The data asset loads back with the SDK, and its MLTable names a file that is there."""
+    ml = sdk()
+    try:
+        data = ml.load_data(source=str(path))
+    except Exception as exc:
+        return [f"{path.name}: {type(exc).__name__}: {exc}"]
+    folder = (path.parent / data.path).resolve() if data.path else None
+    mltable = yaml.safe_load((folder / "MLTable").read_text()) if folder else {}
+    missing = [e["file"] for e in mltable.get("paths", []) if not (folder / e["file"]).is_file()]
+    return [f"{path.name}: MLTable names {m}, which is not there" for m in missing]
 
 
 def create_schedule(target: Monitored) -> str:
     """Create or update the schedule of ``target`` in the workspace the environment names;
     returns its name."""
+    settings = settings_of(target.params_file)
+    if not settings.alert_emails:
+        raise NbmillError(
+            f"monitor-schedule: {target.params_file or 'no params file'}: azure.alert_emails is "
+            "empty, so a breach would alert no one (a schedule created by a service principal "
+            "notifies nobody by itself); list who to e-mail there"
+        )
     client = Workspace.from_environment().client()
     deployment = target.deployment
     if not deployment:
@@ -271,5 +386,11 @@ def create_schedule(target: Monitored) -> str:
         if not any(traffic.values()):
             raise NbmillError(f"endpoint '{target.endpoint}' serves no traffic: deploy first")
         deployment = max(traffic, key=traffic.get)
-    schedule, _ = target.schedule(deployment)
-    return client.schedules.begin_create_or_update(schedule).result().name
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="nbmill-training-data-") as folder:
+        reference, data = target.reference(Path(folder))
+        if data is not None:
+            client.data.create_or_update(data)
+        schedule, _ = target.schedule(deployment, reference)
+        return client.schedules.begin_create_or_update(schedule).result().name

@@ -29,7 +29,8 @@ class AzureSettings(BaseModel):
     monitor_cron: str = "0 6 * * *"
     monitor_compute: str = "standard_e4s_v3"
     monitor_spark_runtime: str = "3.4"
-    alert_emails: list[str] = []
+    alert_emails: list[str] = []  # required to create a schedule: nobody is alerted otherwise
+    target_column: str | None = None  # the training data's label, for monitoring's reference
 
 
 def settings_from(sections: dict[str, Any] | None, where: str = "params") -> AzureSettings:

@@ -74,7 +74,7 @@ def _deployed(result: dict) -> str:
     "data quality against the training data asset, with the thresholds of the monitoring "
     "pipeline (Azure ML's defaults unless changed), on the params' azure.monitor_cron, "
     "alerting azure.alert_emails.",
-    arg("model", help="NAME@ALIAS: the model whose deployment is monitored"),
+    arg("model", help="NAME@ALIAS or NAME/VERSION: the model whose deployment is monitored"),
     *on(ON_AZUREML, default=ON_AZUREML),
     arg("--endpoint", required=True, help="the managed online endpoint's name"),
     arg(
@@ -84,7 +84,9 @@ def _deployed(result: dict) -> str:
     arg(
         "--training-data",
         metavar="ASSET",
-        help="the training data asset, an MLTable (default: azureml:MODEL-training@latest)",
+        help="the reference data: an Azure ML data asset (azureml:NAME:VERSION), or a CSV file "
+        "registered as MODEL-training at the model's version (default: the file the model's run "
+        "trained on, found in its run folder by the sha256 the version records)",
     ),
     arg(
         "--pipeline",
