@@ -29,9 +29,8 @@ test: .tools/bin/uv  ## set up with the dev tools (and azure-ai-ml, for the offl
 setup: .tools/bin/uv
 	$(UV) sync --frozen --inexact --python $(PYTHON)
 
-setup-azure: .tools/bin/uv  ## the environment plus azure-ai-ml and Azure ML's MLflow plugin (workspace tracking)
+setup-azure: .tools/bin/uv  ## the environment plus azure-ai-ml and Azure ML's MLflow plugin (workspace tracking), all from uv.lock
 	$(UV) sync --frozen --inexact --python $(PYTHON) --group azure
-	$(UV) pip install --python .venv/bin/python --quiet "$$(.venv/bin/python -c 'from nbmill.azure.environment import AZUREML_MLFLOW; print(AZUREML_MLFLOW)')"
 
 lab: .tools/bin/uv  ## JupyterLab in the same environment, for authoring notebooks
 	$(UV) sync --frozen --inexact --python $(PYTHON) --group lab

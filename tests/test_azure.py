@@ -73,6 +73,27 @@ def test_every_step_runs_in_the_environment_of_environment_yml_plus_azure_mls_ml
         assert pins == [*local_pins, "azureml-mlflow==1.60.0"]
 
 
+def test_jobs_get_azure_mls_mlflow_plugin_at_the_version_make_setup_azure_installs():
+    """One version of the plugin: uv.lock's (the azure group), in every job's environment."""
+    import re
+
+    from nbmill.azure.environment import AZUREML_MLFLOW
+
+    lock = (ROOT / "uv.lock").read_text()
+    (locked,) = re.findall(r'name = "azureml-mlflow"\nversion = "([^"]+)"', lock)
+    assert AZUREML_MLFLOW == f"azureml-mlflow=={locked}"
+
+
+def test_the_azure_environment_is_consistent():
+    """`make setup-azure` installs a set whose requirements all hold (`uv pip check`)."""
+    from tests.azureml_runtime import uv
+
+    done = subprocess.run(
+        [uv(), "pip", "check", "--python", sys.executable], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def _drop_command(job: dict) -> None:
     del job["jobs"]["train"]["component"]["command"]
 

@@ -10,9 +10,9 @@ import yaml
 from nbmill.azure.settings import AzureSettings
 from nbmill.errors import NbmillError
 
-# Azure ML's MLflow plugin (azureml:// tracking URIs). Not in uv.lock: locally the project needs
-# no workspace, and the plugin's newest release would hold mlflow-skinny back. 1.60.0 is the
-# release that resolves with the locked mlflow-skinny.
+# Azure ML's MLflow plugin (azureml:// tracking URIs), as uv.lock pins it in the azure group
+# (the newest release that allows the locked mlflow-skinny; tests/test_environment.py checks
+# that the two agree): jobs and deployments get the same plugin as `make setup-azure`.
 AZUREML_MLFLOW = "azureml-mlflow==1.60.0"
 
 
