@@ -18,7 +18,7 @@ from tests.conftest import ROOT, nbmill, write_notebook
 pytest.importorskip("azure.ai.ml", reason="the azure dependency group is not installed")
 
 from nbmill.azure import endpoints, jobs, monitoring  # noqa: E402
-from nbmill.azure.settings import AzureSettings, configured, settings_from  # noqa: E402
+from nbmill.azure.settings import AzureSettings, settings_from  # noqa: E402
 from nbmill.pipeline.runner import plan  # noqa: E402
 
 RUN_ID = "20261201T120000000Z-abcdef"
@@ -377,23 +377,3 @@ def test_a_local_run_never_imports_azure_ai_ml(project):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "azure modules: []" in done.stdout
-
-
-# --- live: only with a workspace ----------------------------------------------------------------
-
-live = pytest.mark.skipif(
-    not configured(),
-    reason="no Azure ML workspace: set AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP and "
-    "AZUREML_WORKSPACE_NAME, and sign in (DefaultAzureCredential)",
-)
-
-
-@live
-def test_live_the_training_pipeline_runs_on_azure_ml(tmp_path):
-    done = nbmill(
-        "run", "pipelines/training.yml", "--params", "params/prod.yml", "--on", "azureml",
-        "--runs-dir", str(tmp_path), cwd=ROOT,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
-    assert (run_dir / "notebooks" / "train.ipynb").exists()

@@ -285,6 +285,7 @@ def test_the_repository_has_the_pipelines_and_templates_described_here():
     assert names >= {
         "azure-pipelines.yml",
         ".azure-pipelines/monitoring.yml",
+        ".azure-pipelines/smoke.yml",
         ".azure-pipelines/templates/variables.yml",
         ".azure-pipelines/templates/setup-steps.yml",
         ".azure-pipelines/templates/publish-record-steps.yml",
@@ -483,7 +484,7 @@ class Agent:
         self.project = project
         shutil.copytree(ROOT / ".azure-pipelines", project / ".azure-pipelines")
         (project / "tmp").mkdir()
-        fakes = ("bin/az", "bin/make", ".venv/bin/nbmill", ".venv/bin/python")
+        fakes = ("bin/az", "bin/make", ".venv/bin/nbmill", ".venv/bin/python", ".venv/bin/pytest")
         for tool in (project / fake for fake in fakes):
             tool.parent.mkdir(parents=True, exist_ok=True)
             tool.write_text(FAKE_TOOL.format(python=sys.executable))
@@ -900,6 +901,40 @@ def test_only_production_schedules_monitoring_of_its_endpoint(agent):
         "nbmill", "monitor-schedule", "diabetes-ridge/7", "--on", "azureml",
         "--endpoint", "diabetes-ridge-prod", "--params", "params/prod.yml",
     ]  # fmt: skip
+
+
+# --- the live smoke suite -----------------------------------------------------------------------
+
+SMOKE = ROOT / ".azure-pipelines" / "smoke.yml"
+
+
+def smoke_step() -> dict:
+    (job,) = compiled(SMOKE)["jobs"]
+    return named(job_steps(job), "pytest tests/test_azure_live.py")
+
+
+def test_the_smoke_suite_runs_weekly_on_main_with_a_session_that_lasts():
+    smoke = compiled(SMOKE)
+    (schedule,) = smoke["schedules"]
+    assert schedule["branches"]["include"] == ["main"] and smoke["trigger"] == "none"
+    assert smoke_step()["inputs"]["keepAzSessionActive"] == "true"
+
+
+@pytest.mark.parametrize(
+    ("pytest_exit", "skipped", "passes"),
+    [(0, 0, True), (0, 3, False), (1, 0, False)],
+    ids=["all ran and passed", "checks skipped", "a check failed"],
+)
+def test_the_smoke_step_passes_only_when_every_live_check_ran_and_passed(
+    agent, pytest_exit, skipped, passes
+):
+    results = f'<testsuite name="pytest" skipped="{skipped}" tests="4"></testsuite>'
+    (agent.project / "smoke-results.xml").write_text(results)
+    result = agent.run(smoke_step(), {"pytest": ["", pytest_exit]})
+    assert (result.returncode == 0) is passes, result.stdout + result.stderr
+    (run,) = agent.calls("pytest")
+    assert run["argv"][1] == "tests/test_azure_live.py"
+    assert ("Some live checks were skipped" in result.stdout) is (skipped > 0 and not pytest_exit)
 
 
 # --- the scheduled monitoring pipeline ----------------------------------------------------------
