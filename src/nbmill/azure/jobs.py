@@ -196,7 +196,10 @@ def pipeline_job(
                 environment=env,
                 inputs={producer: Input(type="uri_folder") for producer in mounts},
                 outputs={"run": Output(type="uri_folder")},
-                is_deterministic=bool(step_settings.cache) if step_settings else False,
+                # Never reused: each command carries the run's id and reason, which Azure ML's
+                # reuse would hash, and a reused step's outputs would come home under another
+                # run's id, which assembling does not yet record as a cache hit.
+                is_deterministic=False,
                 timeout=int(timeout) if timeout else None,
             )
             # No local variable holds a node: the dsl names nodes after the variables they
