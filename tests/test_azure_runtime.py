@@ -245,3 +245,19 @@ def test_a_training_file_that_is_not_the_models_is_refused(cloud, tmp_path):
     )  # fmt: skip
     assert done.returncode != 0
     assert "is not the data diabetes-ridge version 1 was trained on" in done.stderr
+
+
+def test_without_the_run_folder_the_training_data_comes_from_the_models_mlflow_run(cloud, tmp_path):
+    """On an agent that never saw the training run (a deploy stage), the data the model was
+    trained on is the copy logged with its MLflow run, checked by the sha256 the version
+    records."""
+    env = {**cloud["env"], "NBMILL_RUNS_DIR": str(tmp_path / "no-runs-here")}
+    done = nbmill(
+        "monitor-schedule", "diabetes-ridge/1", "--endpoint", "diabetes",
+        "--params", "params/prod.yml", "--dry-run", "--out", str(tmp_path / "out"),
+        cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = yaml.safe_load((tmp_path / "out" / "data.yml").read_text())
+    assert data["tags"]["nbmill.data_sha256"] == cloud["record"].data["files"]["data/train.csv"]
+    assert (tmp_path / "out" / "training-data" / "train.csv").is_file()

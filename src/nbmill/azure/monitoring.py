@@ -10,6 +10,7 @@ checked to survive the YAML round trip; and entities are built anew for each cal
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -257,46 +258,14 @@ def training_data(name: str, version: str, csv: Path, sha256: str, folder: Path)
     )
 
 
-def _training_csv(given: str | None, project_dir: Path, version) -> Path:
-    """The model version's training data file: ``given`` (a path), else the file of the run
-    that registered it (``runs/<run>/``) whose sha256 the version's tags record; checked."""
-    from nbmill._hashing import sha256_file
-    from nbmill.models import store as st
-    from nbmill.project.config import load_config
-    from nbmill.records.runjson import read
-
-    expected = (version.tags or {}).get(st.TAG_DATA)
-    if given:
-        path = Path(given)
-    else:
-        run_id = (version.tags or {}).get(st.TAG_RUN_ID) or ""
-        run_dir = load_config(project_dir).runs_dir / run_id
-        files = (read(run_dir).get("files") or {}) if (run_dir / "run.json").is_file() else {}
-        found = [rel for rel, sha in sorted(files.items()) if sha == expected]
-        if not found:
-            raise NbmillError(
-                f"monitor-schedule: the training data of {version.name} version "
-                f"{version.version} is not in {run_dir}; give it with --training-data FILE "
-                "(a CSV) or an Azure ML data asset (azureml:NAME:VERSION)"
-            )
-        path = run_dir / found[0]
-    if not path.is_file():
-        raise NbmillError(f"monitor-schedule: --training-data {path}: no such file")
-    if expected and sha256_file(path) != expected:
-        raise NbmillError(
-            f"monitor-schedule: {path} is not the data {version.name} version {version.version} "
-            f"was trained on (its sha256 differs from the version's {st.TAG_DATA})"
-        )
-    return path
-
-
 @dataclass(frozen=True)
 class Monitored:
     """What a schedule monitors: ``model`` (NAME@ALIAS or NAME/VERSION) deployed on
     ``endpoint``, in the project ``project_dir``; the ``deployment`` (default: blue in a dry
     run, else the one taking the traffic); the ``training_data``: an Azure ML data asset
     (``azureml:...``), or a CSV file registered as ``NAME-training`` at the model's version
-    (default: the file the model's run trained on, found by its sha256); the monitoring
+    (default: the file the model's run trained on: in its run folder, found by its sha256, else
+    logged with its MLflow run); the monitoring
     ``pipeline`` whose thresholds apply (default: nbmill.yml's) and the ``params_file`` whose
     ``azure:`` section applies."""
 
@@ -313,14 +282,16 @@ class Monitored:
         or None for an asset given)."""
         from nbmill._hashing import sha256_file
         from nbmill.models import store as st
+        from nbmill.models.lineage import LOGGED, training_data_file
 
         if self.training_data and self.training_data.startswith("azureml:"):
             return self.training_data, None
         store = st.Store.of(self.project_dir)
         ref, number = st.resolve(store, self.model)
         version = st.version(store, ref.name, number)
-        csv = _training_csv(self.training_data, self.project_dir, version)
+        csv = training_data_file(version, self.project_dir, folder, self.training_data)
         data = training_data(ref.name, number, csv, sha256_file(csv), folder)
+        shutil.rmtree(Path(folder) / LOGGED, ignore_errors=True)  # copied into the asset
         return f"azureml:{data.name}:{data.version}", data
 
     def schedule(self, deployment: str, reference: str):

@@ -95,3 +95,46 @@ def _model_folder(run_dir: Path) -> Path | None:
         return None
     folders = products(run, MODEL)
     return run_dir / folders[-1] if folders else None
+
+
+LOGGED = ".logged"  # inside the caller's folder: a download of the logged training data
+
+
+def training_data_file(version, project_dir: Path, folder: Path, given: str | None = None) -> Path:
+    """The file a model version (an MLflow ModelVersion) was trained on: ``given`` (a path);
+    else the file of the run that registered it (``runs/<run>/``) whose sha256 the version's
+    tags record; else the copy logged with the version's MLflow run (downloaded beside
+    ``folder``, in ``LOGGED``). Checked against that sha256; NbmillError naming the options
+    otherwise."""
+    from nbmill._hashing import sha256_file
+    from nbmill.project.config import load_config
+
+    expected = (version.tags or {}).get(st.TAG_DATA)
+    if given:
+        path = Path(given)
+    else:
+        run_id = (version.tags or {}).get(st.TAG_RUN_ID) or ""
+        run_dir = load_config(project_dir).runs_dir / run_id
+        files = (read(run_dir).get("files") or {}) if (run_dir / "run.json").is_file() else {}
+        found = [rel for rel, sha in sorted(files.items()) if sha == expected]
+        logged = (version.tags or {}).get(st.TAG_DATA_FILE)
+        if found:
+            path = run_dir / found[0]
+        elif logged and version.run_id:
+            store = st.Store.of(project_dir)
+            path = store.download_run_file(version.run_id, logged, Path(folder) / LOGGED)
+        else:
+            raise NbmillError(
+                f"the training data of {version.name} version "
+                f"{version.version} is neither in {run_dir} nor logged with its MLflow run; "
+                "give it with --training-data FILE (a CSV) or an Azure ML data asset "
+                "(azureml:NAME:VERSION)"
+            )
+    if not path.is_file():
+        raise NbmillError(f"--training-data {path}: no such file")
+    if expected and sha256_file(path) != expected:
+        raise NbmillError(
+            f"{path} is not the data {version.name} version {version.version} "
+            f"was trained on (its sha256 differs from the version's {st.TAG_DATA})"
+        )
+    return path

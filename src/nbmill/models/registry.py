@@ -51,7 +51,7 @@ from nbmill.records.runjson import MODEL
 
 def run_provenance(data_path: str | Path, project_dir: Path | None = None) -> dict[str, str]:
     """The keyword arguments ``register_model`` needs from the current run, for a notebook:
-    run id, git commit, the data file's sha256 and the environment fingerprint."""
+    run id, git commit, the data file (and its sha256) and the environment fingerprint."""
     ctx = tracking.context()
     run = ctx.record()
     if run:
@@ -63,6 +63,7 @@ def run_provenance(data_path: str | Path, project_dir: Path | None = None) -> di
         "commit": commit or "",
         "data_sha256": sha256_file(Path(data_path)),
         "environment_fingerprint": (run.get("environment") or {}).get("fingerprint", ""),
+        "data_path": str(data_path),
     }
 
 
@@ -133,6 +134,7 @@ def register_model(
     environment_fingerprint: str,
     model_dir: str | Path,
     metrics: Mapping[str, float] | None = None,
+    data_path: str | Path | None = None,
     project_dir: Path | None = None,
     notifier: Notifier | None = None,
 ) -> str:
@@ -140,7 +142,9 @@ def register_model(
 
     ``model_uri``: the ``runs:/`` URI ``log_model_files`` returned.
     ``model_dir`` (the run's model folder) is replaced by exactly the registered version's
-    files, and their ``tree_digest`` is tagged ``nbmill.artifacts_sha256``. Emits
+    files, and their ``tree_digest`` is tagged ``nbmill.artifacts_sha256``. ``data_path``: the
+    training data, logged with the version's MLflow run (``training_data/``) and named by the tag
+    ``nbmill.data_file``, for monitoring's reference data. Emits
     ``nbmill.model.registered``.
     """
     st.check_name(name)
@@ -156,6 +160,12 @@ def register_model(
     digest = _replace_with_version(store, name, version, Path(model_dir))
     tracking.record_product(MODEL, model_dir)
     store.client.set_model_version_tag(name, version, st.TAG_ARTIFACTS, digest)
+    if data_path is not None and registered.run_id:
+        # The training data travels with the model's MLflow run: monitoring registers it as
+        # its reference data from there, wherever the run's folder is not at hand.
+        store.client.log_artifact(registered.run_id, str(data_path), st.TRAINING_DATA)
+        file = f"{st.TRAINING_DATA}/{Path(data_path).name}"
+        store.client.set_model_version_tag(name, version, st.TAG_DATA_FILE, file)
     data = {
         "model": name,
         "version": version,

@@ -26,6 +26,8 @@ TAG_COMMIT = "nbmill.commit"
 TAG_DATA = "nbmill.data_sha256"
 TAG_ENVIRONMENT = "nbmill.environment"
 TAG_ARTIFACTS = "nbmill.artifacts_sha256"
+TAG_DATA_FILE = "nbmill.data_file"  # the training data, among the version's run's artifacts
+TRAINING_DATA = "training_data"  # where it is logged
 TAG_GATE_PROMOTED = "nbmill.gate.promoted"
 TAG_GATE_REASON = "nbmill.gate.reason"
 MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
@@ -68,6 +70,17 @@ class Store:
         with environ({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
             repository.download_artifacts("", dst_path=str(dst))
         return Path(dst)
+
+    def download_run_file(self, run_id: str, path: str, dst: Path) -> Path:
+        """One artifact of an MLflow run, from the run's own artifact location (not ``runs:/``,
+        whose repository searches MLflow 3's logged models); returns the local file."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        root = self.client.get_run(run_id).info.artifact_uri
+        Path(dst).mkdir(parents=True, exist_ok=True)
+        repository = get_artifact_repository(root, tracking_uri=self.uri, registry_uri=self.uri)
+        with environ({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
+            return Path(repository.download_artifacts(path, dst_path=str(dst)))
 
 
 def project(project_dir: Path | None) -> Path:
