@@ -26,7 +26,9 @@ import posixpath
 import subprocess
 from pathlib import Path
 
-SPEC_DIR = "specification/machinelearningservices/resource-manager/Microsoft.MachineLearningServices"
+SPEC_DIR = (
+    "specification/machinelearningservices/resource-manager/Microsoft.MachineLearningServices"
+)
 MAIN = "mfe.json"
 
 # The API version each request goes out with (azure-ai-ml 1.35's MLClient: online endpoints on
@@ -224,7 +226,8 @@ class Cutter:
             if kept is not None and sub not in kept:
                 left_out.append(f"{value} ({sub})")
                 continue
-            by_value[value] = self.want(sub_path, sub, ".self" if "discriminator" in sub_def else "")
+            suffix = ".self" if "discriminator" in sub_def else ""
+            by_value[value] = self.want(sub_path, sub, suffix)
         enum = self._enum(definition["properties"][discriminator], path)
         rest = [v for v in (enum or []) if v not in by_value and kept is None]
         branches = [

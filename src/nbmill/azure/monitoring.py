@@ -19,6 +19,7 @@ import yaml
 from nbmill.azure import sdk
 from nbmill.azure.dry_run import DryRun, out_dir
 from nbmill.azure.settings import AzureSettings, Workspace, settings_of
+from nbmill.collection import INPUTS, OUTPUTS
 from nbmill.errors import NbmillError
 from nbmill.monitor.thresholds import Thresholds
 
@@ -49,6 +50,7 @@ def schedule_entity(
         MonitorSchedule,
         PredictionDriftMetricThreshold,
         PredictionDriftSignal,
+        ProductionData,
         ReferenceData,
         ServerlessSparkCompute,
     )
@@ -60,6 +62,17 @@ def schedule_entity(
     )
 
     columns = {"target_column": settings.target_column} if settings.target_column else None
+
+    def production(collection: str):
+        # What the deployment's data collector wrote, as the data asset it registers for each
+        # collection (<endpoint>-<deployment>-<collection>): Azure ML's REST contract requires
+        # a drift signal's production data, so it is named rather than left to a default.
+        return ProductionData(
+            input_data=ml.Input(
+                path=f"azureml:{endpoint}-{deployment}-{collection}:1", type="uri_folder"
+            ),
+            data_context=collection,
+        )
 
     def reference():
         return ReferenceData(
@@ -80,6 +93,7 @@ def schedule_entity(
     signals = {
         "data-drift": DataDriftSignal(
             reference_data=reference(),
+            production_data=production(INPUTS),
             features="all_features",
             metric_thresholds=DataDriftMetricThreshold(
                 numerical=numerical(), categorical=categorical()
@@ -88,6 +102,7 @@ def schedule_entity(
         ),
         "prediction-drift": PredictionDriftSignal(
             reference_data=reference(),
+            production_data=production(OUTPUTS),
             metric_thresholds=PredictionDriftMetricThreshold(
                 numerical=numerical(), categorical=categorical()
             ),
@@ -95,6 +110,7 @@ def schedule_entity(
         ),
         "data-quality": DataQualitySignal(
             reference_data=reference(),
+            production_data=production(INPUTS),
             features="all_features",
             metric_thresholds=DataQualityMetricThreshold(
                 numerical=DataQualityMetricsNumerical(**quality),
