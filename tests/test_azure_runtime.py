@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -194,18 +196,21 @@ def test_the_registry_reads_back_through_mlflow_as_azure_ml_serves_it(cloud, wor
 
 def test_mlflow_3s_logged_models_are_refused_as_azure_ml_refuses_them(workspace_mlflow):
     """What the train step did before: ``log_model`` creates an MLflow 3 logged model, which
-    Azure ML's tracking service answers with 404."""
-    import mlflow
-    import mlflow.sklearn
-    from sklearn.linear_model import LinearRegression
-
+    Azure ML's tracking service answers with 404. (In a child process: MLflow's tracking URI
+    is process-wide, and kernels started later would inherit it.)"""
+    script = (
+        "import mlflow, mlflow.sklearn\n"
+        "from sklearn.linear_model import LinearRegression\n"
+        "with mlflow.start_run():\n"
+        "    mlflow.sklearn.log_model(LinearRegression().fit([[0], [1]], [0, 1]), name='model')\n"
+    )
     before = len(workspace_mlflow.refused)
-    mlflow.set_tracking_uri(workspace_mlflow.uri)
-    try:
-        with mlflow.start_run(), pytest.raises(Exception, match="404|not implemented"):
-            mlflow.sklearn.log_model(LinearRegression().fit([[0], [1]], [0, 1]), name="model")
-    finally:
-        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "MLFLOW_TRACKING_URI": workspace_mlflow.uri},
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "404" in done.stderr or "not implemented" in done.stderr
     assert any("logged models" in line for line in workspace_mlflow.refused[before:])
 
 
