@@ -254,12 +254,16 @@ def test_a_run_on_azure_ml_without_a_workspace_says_what_to_set_and_leaves_no_fo
 
 @pytest.mark.skipif(not HAS_AZURE_SDK, reason="azure-ai-ml is not installed (make setup-azure)")
 def test_a_dry_run_s_problems_go_to_stderr(tmp_path):
-    params = tmp_path / "zero.yml"  # a drift threshold the SDK would drop
-    params.write_text(
-        "steps:\n  monitor:\n    thresholds: {normalized_wasserstein_distance: 0.0}\n"
+    pipeline = tmp_path / "zero.yml"  # a monitoring pipeline whose drift threshold the SDK drops
+    pipeline.write_text(
+        "name: monitoring\nparams:\n  model_name: diabetes-ridge\nsteps:\n  monitor:\n"
+        f"    notebook: {ROOT / 'notebooks' / 'monitor.ipynb'}\n"
+        "    outputs:\n      monitor_dir: monitor\n"
+        "    params:\n      thresholds: {normalized_wasserstein_distance: 0.0}\n"
     )
     command = ["monitor-schedule", "diabetes-ridge@production", "--endpoint", "diabetes"]
-    command += ["--params", str(params), "--dry-run", "--out", str(tmp_path / "out")]
+    command += ["--pipeline", str(pipeline), "--training-data", "azureml:diabetes-training:1"]
+    command += ["--dry-run", "--out", str(tmp_path / "out")]
     done = nbmill(*command, cwd=ROOT)
     assert done.returncode == errors.ERROR and done.stdout == ""
     assert f"error: {tmp_path / 'out' / 'schedule.yml'}: " in done.stderr

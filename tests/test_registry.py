@@ -404,6 +404,7 @@ def test_inside_a_run_registration_uses_the_run_s_provenance(data, in_run):
         "commit": "feedc0de",
         "data_sha256": sha256_file(data.train_csv),
         "environment_fingerprint": "env-fp",
+        "data_path": str(data.train_csv),
     }
 
 
@@ -436,6 +437,7 @@ def test_promote_moves_production_and_the_ledger_says_who_and_why(three_versions
         "why": "CAB-142 approved",
         "run_id": "run-2",
         "action": "promote",
+        "approved_by": None,
     }
 
 
