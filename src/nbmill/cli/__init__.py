@@ -3,7 +3,8 @@
 Each command group is a module that adds its parsers, each command's arguments beside its
 handler: ``run`` (run, reproduce), ``review`` (runs, show, diff, report, verify, events
 list|retry), ``lineage``, ``models`` (models list|show|history|promote|rollback, the promote
-and rollback aliases, serve), ``monitor`` (traffic) and ``azure`` (deploy, monitor-schedule).
+and rollback aliases, serve), ``monitor`` (traffic), ``azure`` (deploy, monitor-schedule)
+and ``archive`` (archive push|list|verify).
 
 Every command that prints a result prints a table or text for people, and JSON with
 ``--json``; errors and progress go to stderr. The exit codes are ``nbmill.errors``' table.
@@ -20,11 +21,11 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from nbmill import __version__
-from nbmill.cli import azure, lineage, models, monitor, review, run
+from nbmill.cli import archive, azure, lineage, models, monitor, review, run
 from nbmill.cli._shared import Parser
 from nbmill.errors import NbmillError, RunError, interrupted
 
-GROUPS = (run, review, lineage, models, monitor, azure)
+GROUPS = (run, review, lineage, models, monitor, azure, archive)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,8 +24,54 @@ def project() -> Path:
 def config(args: argparse.Namespace):
     from nbmill.project.config import load_config
 
+    use_archive(args)
     runs_dir = getattr(args, "runs_dir", None)
     return load_config(project(), Path(runs_dir) if runs_dir else None)
+
+
+def use_archive(args: argparse.Namespace) -> None:
+    """``--archive URL`` over NBMILL_ARCHIVE and nbmill.yml's, for this command and the
+    kernels and processes it starts."""
+    import os
+
+    from nbmill.project.config import ENV_ARCHIVE, archive_location
+
+    if getattr(args, "archive", None):
+        os.environ[ENV_ARCHIVE] = archive_location(args.archive, project())
+
+
+def reading(args: argparse.Namespace, whole: bool = False):
+    """The config a command that reads records reads through. With an archive, its mirror
+    (``nbmill.archive.mirror``) stands for the runs folder and the ledger, so the command
+    prints what it prints locally, for every record in the archive; ``whole``: every record's
+    files, not only run.json (lineage, report)."""
+    settings = config(args)
+    if not settings.archive:
+        return settings
+    mirror = _mirror(settings)
+    ids = mirror.index()
+    mirror.pull_ledger()
+    if whole:
+        pull(settings, ids, mirror)
+    return dataclasses.replace(settings, runs_dir=mirror.runs_dir, ledger=mirror.ledger)
+
+
+def pull(settings, run_ids: list[str], mirror=None) -> None:
+    """These records' files into the archive's mirror, when reading through one."""
+    from nbmill.errors import NbmillError
+
+    if not settings.archive:
+        return
+    problems = (mirror or _mirror(settings)).pull(run_ids)
+    if problems:
+        raise NbmillError(f"{problems[0]}; run `nbmill archive verify` for all of it")
+
+
+def _mirror(settings):
+    from nbmill.archive import open_archive
+    from nbmill.archive.mirror import Mirror
+
+    return Mirror.of(open_archive(settings.archive, settings.project_dir), settings.project_dir)
 
 
 def print_json(data: Any) -> None:
@@ -128,6 +174,12 @@ def repeated(*flags: str, metavar: str, help: str) -> tuple[tuple[str, ...], dic
 
 
 RUNS_DIR = arg("--runs-dir", metavar="DIR", help="run folders (default: runs/)")
+ARCHIVE = arg(
+    "--archive",
+    metavar="URL",
+    help="the team's archive: a folder or az://CONTAINER/PREFIX (default: NBMILL_ARCHIVE, else "
+    "nbmill.yml's archive:)",
+)
 ON_AZUREML = "azureml"
 
 

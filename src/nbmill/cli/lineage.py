@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nbmill.cli._shared import RUNS_DIR, Commands, arg, config, output
+from nbmill.cli._shared import ARCHIVE, RUNS_DIR, Commands, arg, output, reading
 from nbmill.errors import DIFFERENT, OK
 
 COMMANDS = Commands()
@@ -24,12 +24,13 @@ COMMANDS = Commands()
     arg("target", help="NAME@ALIAS, NAME/VERSION, local, a run id, or a correlation id"),
     arg("--collect-dir", metavar="DIR", help="where collected requests are (nbmill.yml's)"),
     RUNS_DIR,
+    ARCHIVE,
 )
 def cmd_lineage(args: argparse.Namespace) -> int:
     from nbmill.models.lineage import trace
     from nbmill.records.lineage import as_text, broken
 
-    settings = config(args)
+    settings = reading(args, whole=True)
     collect = Path(args.collect_dir) if args.collect_dir else settings.collect_dir
     links = trace(args.target, settings, collect)
     data = {"target": args.target, "links": [link.as_dict() for link in links]}

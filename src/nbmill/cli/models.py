@@ -7,13 +7,14 @@ import argparse
 from pathlib import Path
 
 from nbmill.cli._shared import (
+    ARCHIVE,
     RUNS_DIR,
     Commands,
     Group,
     arg,
-    config,
     output,
     project,
+    reading,
     table,
 )
 
@@ -79,12 +80,13 @@ def cmd_models_show(args: argparse.Namespace) -> int:
     arg("--at", metavar="TIME", help="which version held each alias at TIME (ISO 8601)"),
     arg("--alias", help="one alias only"),
     RUNS_DIR,
+    ARCHIVE,
 )
 def cmd_models_history(args: argparse.Namespace) -> int:
     from nbmill.governance.ledger import Ledger
     from nbmill.models.history import holder_at, moves
 
-    history = moves(Ledger(config(args).ledger).events(), args.name, args.alias)
+    history = moves(Ledger(reading(args).ledger).events(), args.name, args.alias)
     if args.at is None:
         rows = [
             {k: m[k] or "" for k in ("time", "alias", "version", "from", "action", "who", "why")}

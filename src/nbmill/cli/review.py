@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from nbmill.cli._shared import (
+    ARCHIVE,
     RUNS_DIR,
     Commands,
     Group,
@@ -15,6 +16,8 @@ from nbmill.cli._shared import (
     config,
     note,
     output,
+    pull,
+    reading,
     table,
 )
 from nbmill.errors import DIFFERENT, ERROR, OK
@@ -27,13 +30,14 @@ RUN = "run id, unique prefix, run folder, or 'latest'"
 @COMMANDS.command(
     "runs",
     "list runs: id, when, who, why, status, key metrics",
-    "List the runs in the runs folder, newest first.",
+    "List the runs in the runs folder (with an archive, every run in it), newest first.",
     RUNS_DIR,
+    ARCHIVE,
 )
 def cmd_runs(args: argparse.Namespace) -> int:
     from nbmill.records.review import list_runs, runs_table
 
-    settings = config(args)
+    settings = reading(args)
     runs = list_runs(settings.runs_dir)
     rows = runs_table(runs, list(settings.key_metrics) if settings.key_metrics else None)
     return output(args, rows, lambda: table(rows, f"no runs in {settings.runs_dir}"))
@@ -45,12 +49,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
     "Show a run: provenance, steps, metrics.",
     arg("run", help=RUN),
     RUNS_DIR,
+    ARCHIVE,
 )
 def cmd_show(args: argparse.Namespace) -> int:
     from nbmill.records.review import find_run
     from nbmill.records.text import format_run
 
-    run = find_run(config(args).runs_dir, args.run)
+    settings = reading(args)
+    run = find_run(settings.runs_dir, args.run)
+    pull(settings, [run["id"]])
     return output(args, run, lambda: format_run(run))
 
 
@@ -72,13 +79,16 @@ def cmd_show(args: argparse.Namespace) -> int:
         help="write each step's notebook diff as DIR/<step>.html (implies --notebooks)",
     ),
     RUNS_DIR,
+    ARCHIVE,
 )
 def cmd_diff(args: argparse.Namespace) -> int:
     from nbmill.records.review import diff_runs, find_run
     from nbmill.records.text import format_diff
 
-    runs_dir = config(args).runs_dir
+    settings = reading(args)
+    runs_dir = settings.runs_dir
     run_a, run_b = find_run(runs_dir, args.run_a), find_run(runs_dir, args.run_b)
+    pull(settings, [run_a["id"], run_b["id"]])
     diff = diff_runs(run_a, run_b)
     if not (args.notebooks or args.html):
         return output(args, diff, lambda: format_diff(diff))
@@ -114,15 +124,17 @@ def _run_dir(runs_dir: Path, ref: str, run: dict) -> Path:
 @COMMANDS.command(
     "report",
     "write the static HTML report of all runs and the ledger",
-    "Write runs/index.html (every run, linking its notebooks) and runs/ledger.html.",
+    "Write runs/index.html (every run, linking its notebooks) and runs/ledger.html (with an "
+    "archive: of every run in it, in its mirror under .nbmill/archive/).",
     RUNS_DIR,
+    ARCHIVE,
 )
 def cmd_report(args: argparse.Namespace) -> int:
     from nbmill.governance.ledger import Ledger
     from nbmill.records.report import write_site
     from nbmill.records.review import list_runs
 
-    settings = config(args)
+    settings = reading(args, whole=True)
     index = write_site(
         settings.runs_dir,
         list_runs(settings.runs_dir),
@@ -139,6 +151,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     f"matches; exit {DIFFERENT}, naming the first changed file or entry, when something does not.",
     arg("run", nargs="?", help="one run (default: the ledger and every run)"),
     RUNS_DIR,
+    ARCHIVE,
 )
 def cmd_verify(args: argparse.Namespace) -> int:
     from nbmill.governance.ledger import LedgerError
@@ -146,6 +159,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from nbmill.records.verify import IntegrityError, verify
 
     settings = config(args)
+    if settings.archive and not args.run:  # the archive whole, as `nbmill archive verify`
+        from nbmill.cli.archive import verified
+
+        return verified(args, settings)
+    if settings.archive:
+        settings = reading(args)
+        pull(settings, [find_run(settings.runs_dir, args.run)["id"]])
     run_dir = None
     if args.run:
         run_dir = Path(settings.runs_dir) / find_run(settings.runs_dir, args.run)["id"]
@@ -173,12 +193,13 @@ FILTERS = (
     "gives the events themselves.",
     *FILTERS,
     RUNS_DIR,
+    ARCHIVE,
 )
 def cmd_events_list(args: argparse.Namespace) -> int:
     from nbmill.governance.events import filter_events
     from nbmill.governance.ledger import Ledger
 
-    settings = config(args)
+    settings = reading(args)
     events = filter_events(Ledger(settings.ledger).events(), args.type, args.subject, args.since)
     rows = [
         {

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from nbmill.cli._shared import (
+    ARCHIVE,
     ON_AZUREML,
     RUNS_DIR,
     Commands,
@@ -20,6 +21,7 @@ from nbmill.cli._shared import (
     print_json,
     repeated,
     table,
+    use_archive,
 )
 from nbmill.errors import DIFFERENT, DRIFT, OK, NbmillError, RunError
 
@@ -43,6 +45,7 @@ LOCAL = "local"
     ),
     arg("--reason", metavar="TEXT", help="why this run (default: the commit subject)"),
     arg("--runs-dir", metavar="DIR", help="where run folders go (default: runs/)"),
+    ARCHIVE,
     arg(
         "--no-warm",
         action="store_true",
@@ -76,6 +79,7 @@ def _run(args: argparse.Namespace) -> int:
     from nbmill.pipeline.progress import ConsoleProgress
     from nbmill.pipeline.runner import ALL, explain, plan, run
 
+    use_archive(args)
     force = [*args.force, *([ALL] if args.force_all else [])]
     if args.explain:
         lines = explain(plan(args.pipeline, args.params, args.param, args.runs_dir), force=force)

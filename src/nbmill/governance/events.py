@@ -251,14 +251,17 @@ def _without_secrets(text: str, sink: SinkConfig) -> str:
     return text
 
 
-def retry_spooled(config: ProjectConfig) -> tuple[int, list[str]]:
-    """Deliver every spooled event again; returns (delivered, problems). A file that is not
-    an event is a problem, kept and skipped: the others are still delivered."""
+def retry_spooled(config: ProjectConfig, only: str | None = None) -> tuple[int, list[str]]:
+    """Deliver every spooled event again (``only``: those of the sink of that name); returns
+    (delivered, problems). A file that is not an event is a problem, kept and skipped: the
+    others are still delivered."""
     opened = open_sinks(config.sinks, sys.stdout)
     sinks = {s.name: s for s in opened if s.background}
     delivered, problems = 0, []
     try:
         for name, path in Spool(config.spool_dir).pending():
+            if only is not None and name != only:
+                continue
             sink = sinks.get(name)
             if sink is None:
                 problems.append(f"{path.name}: no sink named '{name}' in the configuration; kept")

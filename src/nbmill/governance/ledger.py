@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,10 +44,7 @@ class Ledger:
         """Append one event under the lock; returns the entry written."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.lock:
-            last = self._last_entry()
-            seq = last["seq"] + 1 if last else 1
-            prev = last["hash"] if last else GENESIS
-            entry = {"seq": seq, "prev": prev, "hash": entry_hash(seq, prev, event), "event": event}
+            entry = next_entry(self._last_entry(), event)
             line = (canonical(entry) + "\n").encode()
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
@@ -95,12 +92,24 @@ class Ledger:
             ) from None
 
 
+def next_entry(last: dict[str, Any] | None, event: dict[str, Any]) -> dict[str, Any]:
+    """The entry that chains ``event`` after ``last`` (the first one when None)."""
+    seq = last["seq"] + 1 if last else 1
+    prev = last["hash"] if last else GENESIS
+    return {"seq": seq, "prev": prev, "hash": entry_hash(seq, prev, event), "event": event}
+
+
 def verify_ledger(path: Path) -> int:
     """Walk the chain; returns how many entries it holds, or raises naming the first bad one."""
-    ledger = Ledger(Path(path))
+    return verify_entries(Ledger(Path(path)).entries(), str(path))
+
+
+def verify_entries(entries: Iterable[dict[str, Any]], name: str) -> int:
+    """Walk a chain of entries (``name`` says where they are from, in errors); returns how
+    many there are, or raises LedgerError naming the first bad one."""
     prev, count = GENESIS, 0
-    for number, entry in enumerate(ledger.entries(), start=1):
-        where = f"{path}: entry {number}"
+    for number, entry in enumerate(entries, start=1):
+        where = f"{name}: entry {number}"
         if not isinstance(entry, dict) or not {"seq", "prev", "hash", "event"} <= set(entry):
             raise LedgerError(f"{where}: missing seq/prev/hash/event")
         if entry["seq"] != number:

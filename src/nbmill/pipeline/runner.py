@@ -139,6 +139,7 @@ def finish(
             problem = f"the run page could not be written: {type(exc).__name__}: {exc}"
             record.fail("RecordError", problem)
         record.seal()
+        _push(record, p)
     except Exception as exc:  # noqa: BLE001 - the final event still goes out
         problem = problem or f"the record could not be sealed: {type(exc).__name__}: {exc}"
         _warn("the record could not be sealed", exc)
@@ -155,6 +156,21 @@ def finish(
         problem = problem or f"the final event could not be written: {type(exc).__name__}: {exc}"
         _warn("the final event could not be written", exc)
     return problem
+
+
+def _push(record: RunRecord, p: Plan) -> None:
+    """The sealed record into the archive, if one is configured; a failure is said, and the
+    record stays complete here (``nbmill archive push`` completes the push later)."""
+    if not p.config.archive:
+        return
+    try:
+        from nbmill.archive import open_archive
+        from nbmill.archive.records import push
+
+        push(open_archive(p.config.archive, p.project), record.dir)
+    except Exception as exc:  # noqa: BLE001 - the run's record stands without it
+        _warn(f"the record was not pushed to {p.config.archive} (`nbmill archive push` "
+              "completes it)", exc)  # fmt: skip
 
 
 def _warn(what: str, exc: BaseException) -> None:

@@ -49,10 +49,13 @@ CONFIG_KEYS = {
     "collect_dir",
     "code_paths",
     "monitoring_pipeline",
+    "archive",
 }
+ENV_ARCHIVE = "NBMILL_ARCHIVE"  # overrides archive: (a folder, or az://CONTAINER/PREFIX)
+ARCHIVE_SINK = "archive"  # the sink that appends every event to the archive's ledger
 LEDGER_FILE = "ledger.jsonl"  # the ledger's default place, in the runs folder
 COLLECT_DIR = "collected"  # collected scoring data's default place, in the project
-SINK_TYPES = ("webhook", "azure-devops", "openlineage")
+SINK_TYPES = ("webhook", "azure-devops", "openlineage", "archive")
 FORMATS = ("cloudevents", "teams", "slack")
 SINK_KEYS = {"name", "type", "url", "format", "events", "retries", "timeout_s"}
 OPENLINEAGE_KEYS = {"namespace", "api_key", "endpoint"}  # only for type: openlineage
@@ -75,6 +78,7 @@ class SinkConfig:
     namespace: str | None = None  # openlineage: the jobs' namespace
     api_key: EnvRef | None = None  # openlineage: sent as a bearer token
     endpoint: str = OPENLINEAGE_ENDPOINT
+    spool: Path | None = None  # archive: the spool folder whose earlier events go first
 
     def wants(self, event_type: str) -> bool:
         return any(
@@ -97,6 +101,7 @@ class ProjectConfig:
     collect_dir: Path | None = None  # None: <project>/collected
     code_paths: tuple[str, ...] = ()  # relative to the project
     monitoring_pipeline: Path | None = None
+    archive: str | None = None  # where sealed records and the shared ledger go (None: nowhere)
 
     def __post_init__(self) -> None:
         if self.collect_dir is None:
@@ -113,7 +118,14 @@ class ProjectConfig:
 
     @property
     def sinks(self) -> tuple[SinkConfig, ...]:
-        return self.notify + self.extra_sinks
+        """The configured sinks, the params file's, and with an archive the sink that appends
+        every event to its ledger (spooled while the archive cannot be reached)."""
+        shared = (
+            SinkConfig(
+                ARCHIVE_SINK, ARCHIVE_SINK, url=self.archive, retries=0, spool=self.spool_dir
+            ),
+        )
+        return self.notify + self.extra_sinks + (shared if self.archive else ())
 
     def with_sinks(self, raw: Any, where: str) -> ProjectConfig:
         """The same config plus the sinks of a params file's ``notify:`` section."""
@@ -180,7 +192,24 @@ def load_config(project_dir: Path, runs_dir: Path | None = None) -> ProjectConfi
         collect_dir=(project_dir / str(raw.get("collect_dir", COLLECT_DIR))).resolve(),
         code_paths=_code_paths(raw.get("code_paths"), project_dir, path),
         monitoring_pipeline=project_dir / monitoring if monitoring else None,
+        archive=_archive(raw.get("archive"), path, project_dir),
     )
+
+
+def _archive(raw: Any, where: Path, project_dir: Path) -> str | None:
+    """``NBMILL_ARCHIVE``, else nbmill.yml's ``archive:``."""
+    value = os.environ.get(ENV_ARCHIVE) or raw
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: 'archive' must be a folder or az://CONTAINER/PREFIX")
+    return archive_location(value, project_dir)
+
+
+def archive_location(value: str, project_dir: Path) -> str:
+    """An archive's URL as given (az://CONTAINER/PREFIX, file://...), or a folder's absolute
+    path (a relative one is relative to the project)."""
+    return value if "://" in value else str((Path(project_dir) / value).resolve())
 
 
 def _code_paths(raw: Any, project_dir: Path, where: Path) -> tuple[str, ...]:

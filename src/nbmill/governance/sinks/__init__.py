@@ -6,6 +6,7 @@ read: ``project`` does not import ``governance``, and a test keeps the two lists
     webhook        webhook.py        POST the CloudEvent, or a Teams or Slack message
     azure-devops   azure_devops.py   logging commands on stdout (on by itself in Azure Pipelines)
     openlineage    openlineage.py    RunEvents to a lineage server such as Marquez
+    archive        archive/sink.py   the archive's shared ledger (on by itself with an archive)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ KINDS: dict[str, str | type[Sink]] = {
     "webhook": "nbmill.governance.sinks.webhook:Webhook",
     "azure-devops": "nbmill.governance.sinks.azure_devops:AzureDevOps",
     "openlineage": "nbmill.governance.sinks.openlineage:OpenLineage",
+    "archive": "nbmill.archive.sink:ArchiveSink",
 }
 # The kinds asked for a sink of their own (``Sink.implicit``) where none of theirs is configured.
 IMPLICIT: tuple[str, ...] = ("azure-devops",)
