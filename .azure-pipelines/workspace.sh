@@ -15,3 +15,13 @@ az configure --defaults group="$AZURE_RESOURCE_GROUP" workspace="$AZUREML_WORKSP
 MLFLOW_TRACKING_URI="$(az ml workspace show --query mlflow_tracking_uri --output tsv)"
 export MLFLOW_TRACKING_URI
 echo "Azure ML workspace $AZUREML_WORKSPACE_NAME (resource group $AZURE_RESOURCE_GROUP)"
+
+# The team's archive (README, "The archive"): when the variable group sets ARCHIVE_URL (for
+# example az://nbmill-archive/records) and AZURE_STORAGE_ACCOUNT_URL, every record sealed and every
+# event emitted in this step goes there, with the service connection's identity (az login, which
+# DefaultAzureCredential uses). Steps outside AzureCLI@2 have no identity, and no archive.
+if [ -n "${ARCHIVE_URL:-}" ]; then
+  : "${AZURE_STORAGE_ACCOUNT_URL:?is not set: add it to the variable group nbmill-azure, beside ARCHIVE_URL}"
+  export NBMILL_ARCHIVE="$ARCHIVE_URL"
+  echo "Archive $NBMILL_ARCHIVE"
+fi

@@ -468,7 +468,8 @@ from pathlib import Path
 
 argv = [Path(sys.argv[0]).name, *sys.argv[1:]]
 with open(os.environ["FAKE_CALLS"], "a") as f:
-    f.write(json.dumps({{"argv": argv, "mlflow": os.environ.get("MLFLOW_TRACKING_URI")}}) + "\\n")
+    f.write(json.dumps({{"argv": argv, "mlflow": os.environ.get("MLFLOW_TRACKING_URI"),
+                        "archive": os.environ.get("NBMILL_ARCHIVE")}}) + "\\n")
 answers = json.loads(os.environ["FAKE_ANSWERS"])
 prefixes = [p for p in answers if argv[: len(p.split())] == p.split()]
 out, code = answers[max(prefixes, key=len)] if prefixes else ("", 0)
@@ -497,9 +498,11 @@ class Agent:
         answers: dict | None = None,
         without: tuple = (),
         values: dict | None = None,
+        group: dict | None = None,
     ):
-        """Run the step's script with its env (macros expanded) and the variable group's values;
-        ``values``: the job's own variables and earlier steps' output variables."""
+        """Run the step's script with its env (macros expanded) and the variable group's values
+        (``group``: more of them); ``values``: the job's own variables and earlier steps'
+        output variables."""
         given = values or {}
         values = {**variables(compiled()), **variables(compiled(MONITORING)), **PREDEFINED}
         values.update(given)
@@ -515,7 +518,7 @@ class Agent:
             "FAKE_ANSWERS": json.dumps(
                 {"az ml workspace show": [WORKSPACE_URI, 0], **(answers or {})}
             ),
-            **{k: v for k, v in GROUP.items() if k not in without},
+            **{k: v for k, v in {**GROUP, **(group or {})}.items() if k not in without},
             **step_env,
         }
         # A `script` step runs under bash -e -o pipefail; AzureCLI@2 runs plain bash.
@@ -655,6 +658,35 @@ def test_train_stage_tags_the_build_and_publishes_the_run_record_even_when_the_r
     assert publish["inputs"]["targetPath"] == "$(runRecord)"
     assert publish["condition"].startswith("and(succeededOrFailed(),")
     assert stage(compiled(), "Train")["jobs"][0]["variables"]["runRecord"] == ""
+
+
+ARCHIVE = {"ARCHIVE_URL": "az://nbmill-archive/records",
+           "AZURE_STORAGE_ACCOUNT_URL": "https://stnbmill.blob.core.windows.net"}  # fmt: skip
+
+
+def test_the_build_pushes_its_records_and_events_to_the_archive_even_when_the_run_failed(agent):
+    step = named(steps(stage(compiled(), "Train")), "Push the run records and events")
+    assert step["condition"] == "and(succeededOrFailed(), ne(variables['ARCHIVE_URL'], ''))"
+    assert step["inputs"]["azureSubscription"] == "$(serviceConnection)"  # its identity
+
+    result = agent.run(step, group=ARCHIVE)
+    assert result.returncode == 0, result.stderr
+    (push,) = agent.calls("nbmill")
+    assert push["argv"] == ["nbmill", "archive", "push"]
+    assert push["archive"] == ARCHIVE["ARCHIVE_URL"]
+    assert push["mlflow"] == WORKSPACE_URI  # anchors go to the workspace's MLflow runs
+
+
+def test_training_on_the_workspace_archives_as_it_goes_when_the_group_names_an_archive(agent):
+    step = named(steps(stage(compiled(), "Train")), "Train into the Azure ML workspace")
+    missing = agent.run(step, group={"ARCHIVE_URL": ARCHIVE["ARCHIVE_URL"]})
+    result = agent.run(step, group=ARCHIVE)
+    assert missing.returncode != 0
+    assert "AZURE_STORAGE_ACCOUNT_URL: is not set: add it to the variable group" in missing.stderr
+    assert result.returncode == 0, result.stderr
+    assert agent.calls("make")[0]["archive"] == ARCHIVE["ARCHIVE_URL"]
+    plain = agent.run(named(steps(stage(compiled(), "Train")), "Train into the Azure ML"))
+    assert plain.returncode == 0 and agent.calls("make")[0]["archive"] is None
 
 
 def run_find_record_step(project: Path) -> subprocess.CompletedProcess:

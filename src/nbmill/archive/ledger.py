@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Iterable
 from typing import Any
 
 from nbmill._hashing import canonical
@@ -63,19 +62,6 @@ def last_entries(archive: Archive, key: str = LEDGER) -> tuple[int, list[dict[st
         if not cut or len([line for line in lines[1:] if line.strip()]) > 0:
             return size, parse(b"\n".join(lines[1:] if cut else lines), f"{archive.url}/{key}")
         limit *= 4
-
-
-def backfill(archive: Archive, events: Iterable[dict[str, Any]], key: str = LEDGER) -> int:
-    """Append, in their order, the events (a local ledger's) that the archive's ledger lacks:
-    a project's history from before it had an archive, or events no sink delivered. Returns
-    how many were appended."""
-    there = {entry.get("event", {}).get("id") for entry in entries(archive, key)}
-    added = 0
-    for event in events:
-        if event.get("id") not in there:
-            append(archive, event, key)
-            added += 1
-    return added
 
 
 def entries(archive: Archive, key: str = LEDGER) -> list[dict[str, Any]]:

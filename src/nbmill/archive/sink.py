@@ -5,8 +5,9 @@ run's final event, once appended, is anchored (``anchors.keep``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from filelock import FileLock
 
@@ -46,14 +47,35 @@ class ArchiveSink(Sink):
             raise DeliveryError(str(exc)) from None
 
     def _append(self, event: dict[str, Any]) -> None:
-        entry = ledger.append(self.archive(), event)
-        if event["type"] in FINAL:
-            try:
-                anchors.keep(entry, (event.get("data") or {}).get("run_dir"), self.stdout)
-            except Exception as exc:  # noqa: BLE001 - retried: the append is not repeated
-                raise DeliveryError(
-                    f"appended, but its anchor was not kept: {type(exc).__name__}: {exc}"
-                ) from None
+        try:
+            appended(self.archive(), event, self.stdout)
+        except ArchiveError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - retried: the append is not repeated
+            raise DeliveryError(
+                f"appended, but its anchor was not kept: {type(exc).__name__}: {exc}"
+            ) from None
+
+
+def appended(archive: Archive, event: dict[str, Any], stdout: TextIO) -> dict[str, Any]:
+    """Append one event to the archive's ledger; a run's final event is then anchored."""
+    entry = ledger.append(archive, event)
+    if event["type"] in FINAL:
+        anchors.keep(entry, (event.get("data") or {}).get("run_dir"), stdout)
+    return entry
+
+
+def backfill(archive: Archive, events: Iterable[dict[str, Any]], stdout: TextIO) -> int:
+    """Append, in their order, the events (a local ledger's) that the archive's ledger lacks:
+    a project's history from before it had an archive, or a run's events from a step that
+    could not reach it. Returns how many were appended."""
+    there = {entry.get("event", {}).get("id") for entry in ledger.entries(archive)}
+    added = 0
+    for event in events:
+        if event.get("id") not in there:
+            appended(archive, event, stdout)
+            added += 1
+    return added
 
 
 def _read(path: Path) -> dict[str, Any] | None:

@@ -4,6 +4,7 @@ team's archive (``--archive URL``, else ``NBMILL_ARCHIVE``, else nbmill.yml's ``
 from __future__ import annotations
 
 import argparse
+import sys
 
 from nbmill.cli._shared import ARCHIVE, RUNS_DIR, Commands, Group, arg, config, note, output
 from nbmill.errors import DIFFERENT, ERROR, OK, NbmillError
@@ -58,10 +59,10 @@ def cmd_push(args: argparse.Namespace) -> int:
     delivered, problems = retry_spooled(settings, only=ARCHIVE_SINK)
     waiting += problems
     if not problems:
-        from nbmill.archive import ledger
+        from nbmill.archive.sink import backfill
         from nbmill.governance.ledger import Ledger
 
-        delivered += ledger.backfill(archive, Ledger(settings.ledger).events())
+        delivered += backfill(archive, Ledger(settings.ledger).events(), sys.stdout)
     for line in waiting:
         note(f"kept: {line}")
     result = {"archive": archive.url, "pushed": pushed, "events_appended": delivered,
