@@ -399,3 +399,21 @@ def test_a_missing_container_or_account_is_named(team, tmp_path, monkeypatch):
 def test_an_unknown_archive_scheme_is_refused_by_name():
     with pytest.raises(ArchiveError, match="unknown scheme 's3://'"):
         open_archive("s3://bucket/prefix")
+
+
+def test_archive_push_brings_a_projects_history_from_before_it_had_an_archive(project, tmp_path):
+    notifier = Notifier(load_config(project))  # no archive yet: runs/ and its ledger only
+    made = [sealed(project, notifier, n) for n in range(2)]
+    notifier.close()
+    url = str(tmp_path / "shared")
+    pushed = nbmill("archive", "push", "--archive", url, "--json", cwd=project)
+    assert pushed.returncode == 0, pushed.stderr
+    assert json.loads(pushed.stdout)["events_appended"] == 2
+    local = [json.loads(line)["event"]["id"]
+             for line in (project / "runs" / "ledger.jsonl").read_text().splitlines()]  # fmt: skip
+    assert [e["event"]["id"] for e in archive_ledger(url)] == local
+    assert list(complete(open_archive(url))) == sorted(r.id for r in made)
+    again = nbmill("archive", "push", "--archive", url, "--json", cwd=project)
+    assert json.loads(again.stdout)["events_appended"] == 0  # nothing twice
+    verified = nbmill("verify", "--archive", url, "--json", cwd=project)
+    assert verified.returncode == 0 and json.loads(verified.stdout)["records"] == 2

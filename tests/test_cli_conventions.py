@@ -302,52 +302,60 @@ def test_every_command_that_prints_a_result_prints_json_with_json(trained, tmp_p
     assert set(first) >= {"id", "status", "record", "metrics"} and first["status"] == "completed"
     package = Path(first["record"]) / "package"
     service = ServeProcess(package, cwd=ROOT)
-    service.wait_ready()
-    azure = ["--on", "azureml", "--endpoint", "diabetes", "--dry-run"]
-    model = "diabetes-ridge"
-    cases: dict[tuple[str, ...], list] = {
-        ("run",): ["run", "pipelines/training.yml", "--reason", "a second version"],
-        ("reproduce",): ["reproduce", first["id"]],
-        ("runs",): ["runs"],
-        ("show",): ["show", first["id"]],
-        ("diff",): ["diff", first["id"], "latest"],
-        ("report",): ["report"],
-        ("verify",): ["verify"],
-        ("events", "list"): ["events", "list", "--type", "nbmill.model.*"],
-        ("events", "retry"): ["events", "retry"],
-        ("lineage",): ["lineage", f"{model}@production"],
-        ("models", "list"): ["models", "list", model],
-        ("models", "show"): ["models", "show", f"{model}@production"],
-        ("models", "history"): ["models", "history", model],
-        ("models", "promote"): lambda: ["models", "promote", model, other(), "--reason", "walk"],
-        ("models", "rollback"): ["models", "rollback", model, "--reason", "walk back"],
-        ("promote",): lambda: ["promote", model, other(), "--reason", "alias"],
-        ("rollback",): ["rollback", model, "--reason", "alias back"],
-        ("traffic",): ["traffic", f"{model}@production", "--rows", "3", "--url", service.base],
-        ("deploy",): ["deploy", f"{model}@production", *azure, "--out", str(tmp_path / "d")],
-        ("monitor-schedule",): [
-            "monitor-schedule",
-            f"{model}@production",
-            *azure,
-            "--out",
-            str(tmp_path / "m"),
-            "--training-data",
-            "azureml:diabetes-train:1",
-        ],  # fmt: skip
-        ("archive", "push"): ["archive", "push", "--archive", str(tmp_path / "archive")],
-        ("archive", "list"): ["archive", "list", "--archive", str(tmp_path / "archive")],
-        ("archive", "pull"): ["archive", "pull", "--archive", str(tmp_path / "archive")],
-        ("archive", "verify"): ["archive", "verify", "--archive", str(tmp_path / "archive")],
-    }
-
-    def other() -> str:
-        return "1" if production(trained) == "2" else "2"
-
-    paths = command_paths()
-    assert sorted(set(paths) - NO_RESULT) == sorted(cases)  # a new command needs a case here
-    env = {**trained["env"], "NBMILL_SERVE_KEY": service.key}
     results = {}
-    try:
+    try:  # the service is stopped however the test ends
+        service.wait_ready()
+        azure = ["--on", "azureml", "--endpoint", "diabetes", "--dry-run"]
+        model = "diabetes-ridge"
+        archive = str(tmp_path / "archive")
+        cases: dict[tuple[str, ...], list] = {
+            ("run",): ["run", "pipelines/training.yml", "--reason", "a second version"],
+            ("reproduce",): ["reproduce", first["id"]],
+            ("runs",): ["runs"],
+            ("show",): ["show", first["id"]],
+            ("diff",): ["diff", first["id"], "latest"],
+            ("report",): ["report"],
+            ("verify",): ["verify"],
+            ("events", "list"): ["events", "list", "--type", "nbmill.model.*"],
+            ("events", "retry"): ["events", "retry"],
+            ("lineage",): ["lineage", f"{model}@production"],
+            ("models", "list"): ["models", "list", model],
+            ("models", "show"): ["models", "show", f"{model}@production"],
+            ("models", "history"): ["models", "history", model],
+            ("models", "promote"): lambda: [
+                "models",
+                "promote",
+                model,
+                other(),
+                "--reason",
+                "walk",
+            ],
+            ("models", "rollback"): ["models", "rollback", model, "--reason", "walk back"],
+            ("promote",): lambda: ["promote", model, other(), "--reason", "alias"],
+            ("rollback",): ["rollback", model, "--reason", "alias back"],
+            ("traffic",): ["traffic", f"{model}@production", "--rows", "3", "--url", service.base],
+            ("deploy",): ["deploy", f"{model}@production", *azure, "--out", str(tmp_path / "d")],
+            ("monitor-schedule",): [
+                "monitor-schedule",
+                f"{model}@production",
+                *azure,
+                "--out",
+                str(tmp_path / "m"),
+                "--training-data",
+                "azureml:diabetes-train:1",
+            ],  # fmt: skip
+            ("archive", "push"): ["archive", "push", "--archive", archive],
+            ("archive", "list"): ["archive", "list", "--archive", archive],
+            ("archive", "pull"): ["archive", "pull", "--archive", archive],
+            ("archive", "verify"): ["archive", "verify", "--archive", archive],
+        }
+
+        def other() -> str:
+            return "1" if production(trained) == "2" else "2"
+
+        paths = command_paths()
+        assert sorted(set(paths) - NO_RESULT) == sorted(cases)  # a new command needs a case here
+        env = {**trained["env"], "NBMILL_SERVE_KEY": service.key}
         for path, argv in cases.items():
             assert "--json" in [name for name, _, _ in listed(help_page(*path))], path
             if path in (("deploy",), ("monitor-schedule",)) and not HAS_AZURE_SDK:

@@ -48,9 +48,17 @@ def reading(args: argparse.Namespace, whole: bool = False):
     settings = config(args)
     if not settings.archive:
         return settings
+    from nbmill.records.runjson import run_dirs
+
     mirror = _mirror(settings)
     ids = mirror.index()
     mirror.pull_ledger()
+    waiting = {folder.name for folder in run_dirs(settings.runs_dir)} - set(ids)
+    if waiting:
+        note(
+            f"note: {len(waiting)} run(s) in {settings.runs_dir} are not in the archive yet "
+            f"(running, or not pushed: `nbmill archive push`), e.g. {min(waiting)}"
+        )
     if whole:
         pull(settings, ids, mirror)
     return dataclasses.replace(settings, runs_dir=mirror.runs_dir, ledger=mirror.ledger)
