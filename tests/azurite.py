@@ -46,6 +46,7 @@ class Azurite:
                 f".tools/azurite/{version()}/node_modules/.bin/azurite-blob`)"
             )
         self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.process: subprocess.Popen | None = None
         self.start()

@@ -417,3 +417,18 @@ def test_archive_push_brings_a_projects_history_from_before_it_had_an_archive(pr
     assert json.loads(again.stdout)["events_appended"] == 0  # nothing twice
     verified = nbmill("verify", "--archive", url, "--json", cwd=project)
     assert verified.returncode == 0 and json.loads(verified.stdout)["records"] == 2
+
+
+def test_many_records_pushed_at_once_are_each_complete_and_share_their_objects(project, tmp_path):
+    notifier = Notifier(load_config(project))
+    made = [sealed(project, notifier, n) for n in range(22)]  # past archive push's MANY
+    notifier.close()
+    url = str(tmp_path / "shared")
+    pushed = nbmill("archive", "push", "--archive", url, "--json", cwd=project)
+    assert pushed.returncode == 0, pushed.stderr
+    archive = open_archive(url)
+    assert list(complete(archive)) == sorted(r.id for r in made)
+    shas = {sha for r in made for sha in hash_path(r.dir, r.dir).values()}
+    assert set(archive.keys(f"{OBJECTS}/")) == {f"{OBJECTS}/{s[:2]}/{s}" for s in shas}
+    sent = [p["sent"] for p in json.loads(pushed.stdout)["pushed"]]
+    assert sum(sent) == len(shas) < sum(len(hash_path(r.dir, r.dir)) for r in made)  # once each

@@ -64,10 +64,15 @@ def encode(found: dict[str, Any]) -> bytes:
 
 
 def push(
-    archive: Archive, run_dir: Path, after_each: Callable[[str], None] | None = None
+    archive: Archive,
+    run_dir: Path,
+    after_each: Callable[[str], None] | None = None,
+    known: set[str] | None = None,
 ) -> Pushed:
     """Push a sealed run folder: idempotent and resumable (an object already there is not sent
-    again), the manifest last. ``after_each(rel)`` is called after each file is safe."""
+    again), the manifest last. ``after_each(rel)`` is called after each file is safe.
+    ``known``: object keys known to be in the archive (``stored_objects``), so pushing many
+    records asks once rather than once per file; the keys this push writes are added."""
     run_dir = Path(run_dir)
     found = manifest(run_dir)
     body = encode(found)
@@ -81,7 +86,11 @@ def push(
 
     def one(sha: str, rel: str) -> tuple[str, bool]:
         key = object_key(sha)
+        if known is not None and key in known:
+            return rel, False
         sent = not archive.exists(key) and archive.put(key, (run_dir / rel).read_bytes())
+        if known is not None:
+            known.add(key)
         return rel, sent
 
     with ThreadPoolExecutor(THREADS) as pool:
@@ -91,6 +100,11 @@ def push(
                 after_each(rel)
     archive.put(manifest_key(done.run_id), body, overwrite=True)  # a resumed run reseals
     return done
+
+
+def stored_objects(archive: Archive) -> set[str]:
+    """Every object's key: one listing (a page per 5,000 objects on Azure)."""
+    return set(archive.keys(f"{OBJECTS}/"))
 
 
 def complete(archive: Archive) -> dict[str, str]:

@@ -11,6 +11,7 @@ from nbmill.errors import DIFFERENT, ERROR, OK, NbmillError
 
 COMMANDS = Commands()
 VERBS = Commands()
+MANY = 20  # records pushed at once past which the archive's objects are listed up front
 
 
 def _archive(args: argparse.Namespace):
@@ -37,7 +38,7 @@ def _archive(args: argparse.Namespace):
     RUNS_DIR,
 )
 def cmd_push(args: argparse.Namespace) -> int:
-    from nbmill.archive.records import push
+    from nbmill.archive.records import push, stored_objects
     from nbmill.governance.events import retry_spooled
     from nbmill.project.config import ARCHIVE_SINK
     from nbmill.records.review import run_state
@@ -48,6 +49,8 @@ def cmd_push(args: argparse.Namespace) -> int:
         [settings.runs_dir / r for r in args.runs] if args.runs else run_dirs(settings.runs_dir)
     )
     pushed, waiting = [], []
+    # Many records: list the objects once rather than ask about each file of each record.
+    known = stored_objects(archive) if len(folders) > MANY else None
     for folder in folders:
         if not (folder / "run.json").is_file():
             raise NbmillError(f"{folder}: not a run record (no run.json)")
@@ -55,7 +58,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         if state in ("running", "abandoned"):
             waiting.append(f"run {folder.name}: {state}, not sealed; not pushed")
             continue
-        pushed.append(push(archive, folder).as_dict())
+        pushed.append(push(archive, folder, known=known).as_dict())
     delivered, problems = retry_spooled(settings, only=ARCHIVE_SINK)
     waiting += problems
     if not problems:
