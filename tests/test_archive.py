@@ -158,9 +158,18 @@ def test_the_readers_print_from_the_archive_what_they_print_locally(team, tmp_pa
     done = nbmill("run", "pipelines/tiny.yml", "--reason", "read me", cwd=local)
     assert done.returncode == 0, done.stderr
     (run_id,) = [f.name for f in (local / "runs").iterdir() if (f / "run.json").is_file()]
+    notifier = Notifier(load_config(local))  # an alias move, as `nbmill models promote` makes
+    notifier.emit("nbmill.model.promoted", "models/tiny/1", {
+        "model": "tiny", "alias": "production", "version": "1", "previous_version": None,
+        "action": "promote", "who": "reviewer", "why": "beats production", "run_id": run_id,
+    })  # fmt: skip
+    notifier.close()
     (local / "nbmill.yml").write_text("{}\n")  # from here on, it reads its own runs/
+    history = nbmill("models", "history", "tiny", "--json", cwd=reader)
+    assert [move["why"] for move in json.loads(history.stdout)] == ["beats production"]
     for command in (["runs", "--json"], ["show", run_id, "--json"],
-                    ["events", "--type", "nbmill.run.*", "--json"]):  # fmt: skip
+                    ["events", "--type", "nbmill.run.*", "--json"],
+                    ["models", "history", "tiny", "--json"]):  # fmt: skip
         here = nbmill(*command, cwd=local)
         there = nbmill(*command, cwd=reader)
         assert here.returncode == there.returncode == 0, there.stderr
@@ -212,6 +221,14 @@ def test_a_push_killed_half_way_is_completed_once_and_was_never_listed(team, pro
     assert list(complete(archive)) == [record.id]
     verified = nbmill("archive", "verify", "--json", cwd=project)
     assert json.loads(verified.stdout)["problems"] == [], verified.stdout
+
+
+def test_an_object_once_written_is_never_overwritten(team):
+    """What the emulator implements of write-once storage: conditional creates."""
+    archive = open_archive(team)
+    assert archive.put("objects/ab/abc", b"first") is True
+    assert archive.put("objects/ab/abc", b"second") is False
+    assert archive.read("objects/ab/abc") == b"first"
 
 
 def test_the_same_file_in_many_runs_is_stored_once(tmp_path, project):
