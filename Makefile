@@ -39,7 +39,8 @@ setup-azure: .tools/bin/uv  ## the environment plus azure-ai-ml and Azure ML's M
 
 lab: .tools/bin/uv  ## JupyterLab in the same environment, for authoring notebooks
 	$(UV) sync --frozen --inexact --python $(PYTHON) --group lab
-	.venv/bin/jupyter lab notebooks/
+	.venv/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --ServerApp.default_url=/lab/tree/notebooks \
+		$$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 ui: .tools/bin/uv  ## the MLflow UI on the project's store (full MLflow, in a tool environment of its own)
 	$(UV) tool run --from mlflow==$(MLFLOW_VERSION) mlflow ui --backend-store-uri sqlite:///mlflow.db

@@ -17,6 +17,7 @@ ALLOWED = {
     "monitor": {"models", "records", "project"},
     "azure": {"pipeline", "monitor", "models", "project"},
     "archive": {"records", "governance", "project"},
+    "lab": {"pipeline", "records", "project"},
     "records": {"governance", "project"},
     "governance": {"project"},
     "project": set(),
