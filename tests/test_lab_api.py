@@ -136,7 +136,8 @@ def test_a_run_started_from_lab_is_a_run_like_any_other(lab):
     run = done["run"]
     assert run["status"] == "completed" and run["why"] == "from lab"
     assert {name: step["status"] for name, step in run["steps"].items()} == {
-        "first": "completed", "slow": "completed"
+        "first": "completed",
+        "slow": "completed",
     }
     assert Path(done["run_dir"]).parent == root / "runs"
     _, rows = server.call("GET", "/nbmill/api/runs?limit=5")

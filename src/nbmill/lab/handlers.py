@@ -1,8 +1,11 @@
 """The REST API under ``/nbmill/api/``, on Jupyter Server's own authentication (its token or
 password: no second key), for the project the server was started in.
 
-    GET    pipelines            the pipelines (with their steps) and the parameter sets
+    GET    pipelines            the pipelines (with their steps), the parameter sets, and
+                                where the runs folder is under the server's root
     GET    runs?limit=N         recent runs: id, when, who, why, status, key metrics
+    GET    runs/ID              one run's run.json (``nbmill show --json``)
+    GET    diff?a=ID&b=ID       two runs compared (``nbmill diff``), as text and as data
     POST   runs                 start ``nbmill run``: {"pipeline", "params", "overrides",
                                 "reason", "force", "force_all"}; answers the job
     GET    jobs/ID              the job: running, done or failed, and its run.json as it is now
@@ -57,7 +60,33 @@ class Handler(APIHandler):
 class Pipelines(Handler):
     @tornado.web.authenticated
     def get(self) -> None:
-        self.reply(lab.pipelines(self.project))
+        self.reply({**lab.pipelines(self.project), "runs_path": self.context["runs_path"]})
+
+
+class Run(Handler):
+    @tornado.web.authenticated
+    def get(self, run_id: str) -> None:
+        from nbmill.records.review import find_run
+
+        try:
+            self.reply(find_run(self.context["runs_dir"], run_id))
+        except NbmillError as exc:
+            self.refuse(404, str(exc))
+
+
+class Diff(Handler):
+    @tornado.web.authenticated
+    def get(self) -> None:
+        from nbmill.records.review import diff_runs, find_run
+        from nbmill.records.text import format_diff
+
+        runs_dir = self.context["runs_dir"]
+        try:
+            a, b = (find_run(runs_dir, self.get_argument(x)) for x in ("a", "b"))
+        except NbmillError as exc:
+            return self.refuse(404, str(exc))
+        diff = diff_runs(a, b)
+        self.reply({"diff": diff, "text": format_diff(diff)})
 
 
 class Runs(Handler):
@@ -132,8 +161,13 @@ def setup(serverapp) -> None:
 
     project = find_project_dir(Path(serverapp.root_dir)).resolve()
     config = load_config(project)
+    root = Path(serverapp.root_dir).resolve()
+    runs_dir = Path(config.runs_dir).resolve()
     context = {
         "project": project,
+        "runs_dir": runs_dir,
+        # where Jupyter's /files/ serves the runs from (None: outside the server's root)
+        "runs_path": runs_dir.relative_to(root).as_posix() if root in runs_dir.parents else None,
         "jobs": Jobs(project, config.runs_dir),
         "runs": lab.Runs(config.runs_dir, list(config.key_metrics or []) or None),
     }
@@ -141,6 +175,8 @@ def setup(serverapp) -> None:
     routes = [
         ("pipelines", Pipelines),
         ("runs", Runs),
+        (r"runs/([\w.-]+)", Run),
+        ("diff", Diff),
         (r"jobs/([\w-]+)", Job),
         ("notebook", Notebook),
     ]

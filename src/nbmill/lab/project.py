@@ -31,7 +31,7 @@ def inside(project: Path, rel: str) -> Path:
 
 def pipelines(project: Path) -> dict[str, Any]:
     """Every pipeline file with its steps (or why it does not load), and the parameter sets."""
-    from nbmill.project.spec import load_pipeline
+    from nbmill.project.spec import load_pipeline, topological_order
 
     found = []
     for path in sorted((project / PIPELINES).glob("*.y*ml")):
@@ -41,10 +41,11 @@ def pipelines(project: Path) -> dict[str, Any]:
         except NbmillError as exc:
             found.append({"path": rel, "name": path.stem, "steps": [], "problem": str(exc)})
             continue
+        graph = {name: step.needs for name, step in pipeline.steps.items()}
         steps = [
             {"name": s.name, "notebook": s.notebook.relative_to(project).as_posix(),
              "needs": list(s.needs)}
-            for s in pipeline.steps.values()
+            for s in (pipeline.steps[name] for name in topological_order(graph))
         ]  # fmt: skip
         found.append({"path": rel, "name": pipeline.name, "steps": steps, "problem": None})
     params = sorted(p.relative_to(project).as_posix() for p in (project / PARAMS).glob("*.y*ml"))
