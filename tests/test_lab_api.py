@@ -147,6 +147,44 @@ def test_a_run_started_from_lab_is_a_run_like_any_other(lab):
     assert json.loads(listed.stdout)[0]["id"] == run["id"]  # the same runs as the CLI's
 
 
+def test_one_step_alone_takes_what_it_needs_from_the_cache(lab):
+    server, _ = lab
+    first = server.call("POST", "/nbmill/api/runs", {"pipeline": "pipelines/tiny.yml"})[1]
+    assert wait_for(server, first["id"], lambda s: s["state"] != "running")["state"] == "done"
+    _, job = server.call("POST", "/nbmill/api/runs", {
+        "pipeline": "pipelines/tiny.yml", "only": ["first"], "force": ["first"],
+    })  # fmt: skip
+    done = wait_for(server, job["id"], lambda s: s["state"] != "running")
+    assert done["state"] == "done", done["log"]
+    steps = {name: step["status"] for name, step in done["run"]["steps"].items()}
+    assert steps == {"first": "completed", "slow": "skipped"}
+    _, job = server.call("POST", "/nbmill/api/runs", {
+        "pipeline": "pipelines/tiny.yml", "only": ["slow"], "force": ["slow"],
+    })  # fmt: skip
+    done = wait_for(server, job["id"], lambda s: s["state"] != "running")
+    steps = {name: step["status"] for name, step in done["run"]["steps"].items()}
+    assert steps == {"first": "cached", "slow": "completed"}
+
+
+def test_a_run_and_a_diff_against_the_previous_one_as_the_cli_prints_them(lab):
+    server, root = lab
+    for x, reason in ((3, "one"), (4, "two")):
+        _, job = server.call("POST", "/nbmill/api/runs", {
+            "pipeline": "pipelines/tiny.yml", "reason": reason, "overrides": [f"first.x={x}"],
+        })  # fmt: skip
+        wait_for(server, job["id"], lambda s: s["state"] != "running")
+    _, rows = server.call("GET", "/nbmill/api/runs?limit=2")
+    newer, older = rows[0]["id"], rows[1]["id"]
+    _, run = server.call("GET", f"/nbmill/api/runs/{newer}")
+    assert run["id"] == newer and run["why"] == "two"
+    _, diff = server.call("GET", f"/nbmill/api/diff?a={older}&b={newer}")
+    cli = subprocess.run([sys.executable, "-m", "nbmill", "diff", older, newer], cwd=root,
+                         capture_output=True, text=True)  # fmt: skip
+    assert diff["text"].strip() == cli.stdout.strip() and "first.x" in diff["text"]
+    code, _ = server.status("GET", "/nbmill/api/runs/nope")
+    assert code == 404
+
+
 def test_cancelling_a_run_records_it_as_interrupted(lab):
     server, _ = lab
     _, job = server.call("POST", "/nbmill/api/runs", {

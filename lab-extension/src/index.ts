@@ -114,25 +114,39 @@ class Sidebar extends Widget {
         placeholder: 'step.key=value ...'
       }) as HTMLInputElement;
       const force = el('input', { type: 'checkbox', class: 'nbmill-force' }) as HTMLInputElement;
+      const request = (extra: Json) => ({
+        pipeline: pipeline.path,
+        params: (params as HTMLSelectElement).value || null,
+        reason: reason.value,
+        overrides: overrides.value.split(/\s+/).filter(Boolean),
+        force_all: force.checked,
+        ...extra
+      });
       const run = el('button', { class: 'nbmill-run jp-mod-styled' }, 'Run');
-      run.onclick = () =>
-        void this.start({
-          pipeline: pipeline.path,
-          params: (params as HTMLSelectElement).value || null,
-          reason: reason.value,
-          overrides: overrides.value.split(/\s+/).filter(Boolean),
-          force_all: force.checked
-        });
-      const steps = pipeline.steps
-        .map((s: Json) => s.name + (s.needs.length ? ` (after ${s.needs.join(', ')})` : ''))
-        .join(' \u2192 ');
+      run.onclick = () => void this.start(request({}));
+      // Each step: run it alone (what it needs from the cache), or from it on.
+      const steps = el('div', { class: 'nbmill-steps' });
+      for (const step of pipeline.steps) {
+        const one = el('button', { class: 'nbmill-only', title: 'run this step alone' }, 'only');
+        one.onclick = () => void this.start(request({ only: [step.name], force: [step.name] }));
+        const from = el('button', { class: 'nbmill-from', title: 'run from this step on' }, 'from');
+        from.onclick = () => void this.start(request({ force: [step.name] }));
+        steps.append(
+          el(
+            'div',
+            { class: 'nbmill-step-row', 'data-step': step.name },
+            el('span', {}, step.name),
+            el('span', { class: 'nbmill-muted' }, step.needs.length ? ` after ${step.needs.join(', ')} ` : ' '),
+            one,
+            from
+          )
+        );
+      }
       return el(
         'div',
         { class: 'nbmill-pipeline', 'data-pipeline': pipeline.path },
         el('div', { class: 'nbmill-title' }, `${pipeline.name}`, el('span', { class: 'nbmill-muted' }, ` ${pipeline.path}`)),
-        pipeline.problem
-          ? el('p', { class: 'nbmill-error' }, pipeline.problem)
-          : el('p', { class: 'nbmill-muted' }, steps),
+        pipeline.problem ? el('p', { class: 'nbmill-error' }, pipeline.problem) : steps,
         params,
         reason,
         overrides,

@@ -55,6 +55,12 @@ LOCAL = "local"
     repeated("--force", metavar="STEP", help="execute STEP even if cached (repeatable)"),
     arg("--force-all", action="store_true", help="execute every step; take none from the cache"),
     arg("--resume", metavar="RUN", help="continue RUN from its first step that did not complete"),
+    repeated(
+        "--only",
+        metavar="STEP",
+        help="run only STEP and the steps it needs (from the cache where it has them); the "
+        "others are skipped (repeatable)",
+    ),
     *on(LOCAL, ON_AZUREML, default=LOCAL, old="--backend"),
     arg(
         "--fail-on-drift",
@@ -105,6 +111,7 @@ def _run(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             force=force,
             resume=args.resume,
+            only=args.only,
         )
     except RunError as exc:  # the error goes to stderr; a script still gets the record
         if args.json and exc.run_dir is not None:

@@ -7,7 +7,8 @@ password: no second key), for the project the server was started in.
     GET    runs/ID              one run's run.json (``nbmill show --json``)
     GET    diff?a=ID&b=ID       two runs compared (``nbmill diff``), as text and as data
     POST   runs                 start ``nbmill run``: {"pipeline", "params", "overrides",
-                                "reason", "force", "force_all"}; answers the job
+                                "reason", "force", "force_all", "only"}; answers the job
+                                (one step: only [S] and force [S]; from a step: force [S])
     GET    jobs/ID              the job: running, done or failed, and its run.json as it is now
     DELETE jobs/ID              cancel it (SIGTERM: the record says ``interrupted``)
     GET    notebook?path=P      the pipeline steps that use notebook P, with their parameters,
@@ -149,6 +150,8 @@ def run_arguments(project: Path, body: dict[str, Any]) -> list[str]:
         args += ["--reason", str(body["reason"])]
     for step in body.get("force") or []:
         args += ["--force", str(step)]
+    for step in body.get("only") or []:
+        args += ["--only", str(step)]
     if body.get("force_all"):
         args.append("--force-all")
     return args

@@ -46,6 +46,20 @@ class Plan:
         paths = {name: str(run_dir / rel) for name, rel in self.paths[step].items()}
         return {**self.resolved[step], **paths}
 
+    def left_out(self, only: Iterable[str]) -> list[str]:
+        """The steps a run of ``only`` (and what they need) does not run, in pipeline order;
+        NbmillError for an unknown step. Nothing is left out when ``only`` is empty."""
+        names = list(only)
+        unknown = [name for name in names if name not in self.pipeline.steps]
+        if unknown:
+            raise NbmillError(
+                f"--only: unknown step '{unknown[0]}' (steps: {', '.join(self.pipeline.steps)})"
+            )
+        if not names:
+            return []
+        kept = set(names).union(*(ancestors(self.pipeline, name) for name in names))
+        return [name for name in self.pipeline.order if name not in kept]
+
     def forced(self, force: Iterable[str]) -> set[str]:
         """The steps ``--force`` names (``*``: every one); NbmillError for an unknown one."""
         names = set(force)

@@ -56,6 +56,7 @@ def run(
     force: Iterable[str] = (),
     resume: str | None = None,
     reproduces: str | None = None,
+    only: Iterable[str] = (),
 ) -> RunRecord:
     """Run a pipeline end to end; returns the completed record or raises RunError
     (RunInterrupted on SIGINT or SIGTERM).
@@ -65,9 +66,12 @@ def run(
     complete. ``warm``: kernels forked from a template, or started one step ahead.
     ``notifier``: where events go (default: one for the project, closed at the end; one given
     is the caller's to close). ``reproduces``: the id of the run this one re-executes.
+    ``only``: run these steps and what they need (from the cache where it has them), and leave
+    the others out (skipped).
     """
     p = plan(pipeline_path, params_path, overrides, runs_dir, project_dir)
     forced = p.forced(force)
+    left_out = p.left_out(only)
     jobs = jobs or cpu_count()
     with ExitStack() as owned:
         server = start_template(p, warm, forced)  # it imports while the record is opened
@@ -80,7 +84,8 @@ def run(
         with Interrupts() as interrupts:
             clock = time.monotonic()
             try:
-                record.start(runner_info(warm, jobs), reproduces)
+                record.start(runner_info(warm, jobs, list(only)), reproduces)
+                record.leave_out(left_out)
                 notifier.emit(
                     "nbmill.run.started", lifecycle.subject(record), lifecycle.run_started(record)
                 )
@@ -199,9 +204,11 @@ def start_template(p: Plan, warm: bool, forced: set[str]) -> ForkServer | None:
     return server
 
 
-def runner_info(warm: bool, jobs: int) -> dict[str, Any]:
+def runner_info(warm: bool, jobs: int, only: list[str] | None = None) -> dict[str, Any]:
     why = why_not_available() if warm else "--no-warm"
     info = {"pid": os.getpid(), "host": socket.gethostname(), "jobs": jobs}
+    if only:
+        info["only"] = only
     info["kernels"] = "plain" if why else "fork"
     if why:
         info["kernels_why"] = why

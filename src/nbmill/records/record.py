@@ -181,6 +181,13 @@ class RunRecord:
         --resume read them)."""
         self._change(self.doc.steps[name], key=key, key_parts=parts)
 
+    def leave_out(self, names: list[str]) -> None:
+        """Steps this run does not run (``nbmill run --only``, which ``runner.only`` says):
+        skipped from the start."""
+        for name in names:
+            self._change(self.doc.steps[name], status="skipped")
+        self.save()
+
     def start_step(self, name: str) -> None:
         self._change(self.doc.steps[name], status="running", started_at=iso(utcnow()))
         self.save()

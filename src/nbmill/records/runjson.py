@@ -93,6 +93,7 @@ class Runner(_Model):
     jobs: int = 1
     on: str = "local"  # or "azureml": each step an Azure ML job, assembled here afterwards
     job: str | None = None  # the Azure ML pipeline job's name
+    only: list[str] | None = None  # nbmill run --only: these steps and what they need
 
 
 class StepError(_Model):
