@@ -240,3 +240,22 @@ def test_paths_outside_the_project_are_refused(lab):
     assert code == 403
     code, answer = server.status("POST", "/nbmill/api/runs", {"params": "params/dev.yml"})
     assert code == 400 and "'pipeline' is required" in answer["error"]
+
+
+def test_the_runs_panel_lists_the_newest_first_and_sees_a_run_change(tmp_path):
+    from nbmill.lab.project import Runs
+    from tests.conftest import run_fields
+
+    for n, status in enumerate(("completed", "failed", "running")):
+        folder = tmp_path / "runs" / f"2026120{n}T000000000Z-00000{n}"
+        folder.mkdir(parents=True)
+        data = {**run_fields(), "id": folder.name, "status": status}
+        (folder / "run.json").write_text(json.dumps(data))
+    runs = Runs(tmp_path / "runs", None)
+    assert [row["id"][:9] for row in runs.rows()] == ["20261202T", "20261201T", "20261200T"]
+    assert [row["status"] for row in runs.rows(limit=2)] == ["running", "failed"]
+    newest = tmp_path / "runs" / "20261202T000000000Z-000002" / "run.json"
+    newest.write_text(json.dumps({**json.loads(newest.read_text()), "status": "completed",
+                                  "why": "changed afterwards"}))  # fmt: skip
+    assert runs.rows(limit=1)[0]["status"] == "completed"
+    assert runs.rows(limit=1)[0]["why"] == "changed afterwards"

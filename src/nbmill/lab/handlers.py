@@ -18,6 +18,7 @@ password: no second key), for the project the server was started in.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +184,9 @@ def setup(serverapp) -> None:
         (r"jobs/([\w-]+)", Job),
         ("notebook", Notebook),
     ]
+    # Read every run.json once now, in the background, so the first full list is answered
+    # from memory too.
+    threading.Thread(target=context["runs"].rows, name="nbmill-runs", daemon=True).start()
     serverapp.web_app.add_handlers(
         ".*$",
         [(url_path_join(base, path), handler, {"context": context}) for path, handler in routes],

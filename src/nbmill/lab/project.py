@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -101,32 +102,44 @@ class Runs:
     def __init__(self, runs_dir: Path, key_metrics: list[str] | None):
         self.runs_dir, self.key_metrics = Path(runs_dir), key_metrics
         self._cache: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
+        self._lock = threading.Lock()  # the server's warm-up thread, and its requests
 
     def rows(self, limit: int | None = None) -> list[dict[str, Any]]:
-        runs, seen = [], set()
+        """The newest ``limit`` runs (default: all) as rows; run ids sort by their start, so
+        only those runs' run.json are read (and only when they changed)."""
         try:
-            entries = list(os.scandir(self.runs_dir))
+            names = sorted(
+                (e.name for e in os.scandir(self.runs_dir)
+                 if e.is_dir() and not e.name.startswith(".") and e.name != SCRATCH),
+                reverse=True,
+            )  # fmt: skip
         except FileNotFoundError:
             return []
-        for entry in entries:
-            if entry.name.startswith(".") or entry.name == SCRATCH or not entry.is_dir():
-                continue
+        runs = []
+        for name in names:
+            if limit and len(runs) >= limit:
+                break
+            data = self._read(name)
+            if data is not None:
+                runs.append(data)
+        with self._lock:
+            for gone in set(self._cache) - set(names):
+                del self._cache[gone]
+        return runs_table(runs, self.key_metrics)
+
+    def _read(self, name: str) -> dict[str, Any] | None:
+        path = self.runs_dir / name / RUN_JSON
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return None
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        cached = self._cache.get(name)
+        if cached is None or cached[0] != stamp:
             try:
-                stat = os.stat(os.path.join(entry.path, RUN_JSON))
-            except FileNotFoundError:
-                continue
-            stamp = (stat.st_mtime_ns, stat.st_size)
-            seen.add(entry.name)
-            cached = self._cache.get(entry.name)
-            if cached is None or cached[0] != stamp:
-                try:
-                    data = json.loads(Path(entry.path, RUN_JSON).read_text(encoding="utf-8"))
-                except ValueError:
-                    continue  # being written: the next call reads it
-                cached = (stamp, data)
-                self._cache[entry.name] = cached
-            runs.append(cached[1])
-        for gone in set(self._cache) - seen:
-            del self._cache[gone]
-        runs.sort(key=lambda run: str(run.get("id")), reverse=True)
-        return runs_table(runs[:limit] if limit else runs, self.key_metrics)
+                cached = (stamp, json.loads(path.read_text(encoding="utf-8")))
+            except ValueError:
+                return None  # being written: the next call reads it
+            with self._lock:
+                self._cache[name] = cached
+        return cached[1]
