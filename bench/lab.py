@@ -119,9 +119,9 @@ def main() -> None:
         cli.append(time.perf_counter() - began)
     shutil.rmtree(base, ignore_errors=True)
 
-    print(
-        f"start to first step (median of {args.repeat}; each run: {', '.join(f'{t:.2f}' for t in terminal)} s in a terminal, {', '.join(f'{t:.2f}' for t in lab)} s from Lab)"
-    )  # noqa: E501
+    each = ", ".join(f"{t:.2f}" for t in terminal), ", ".join(f"{t:.2f}" for t in lab)
+    print(f"start to first step (median of {args.repeat}; each run: {each[0]} s in a terminal, "
+          f"{each[1]} s from Lab)")  # fmt: skip
     print(f"  nbmill run, terminal            {statistics.median(terminal):6.2f} s")
     print(f"  Run from JupyterLab (the POST)  {statistics.median(lab):6.2f} s")
     print(f"runs list, {args.runs} runs               first      then (median of 10)")
