@@ -18,6 +18,7 @@ import yaml
 
 from nbmill import errors
 from nbmill.azure.settings import configured
+from nbmill_example import diabetes
 from tests.conftest import ROOT, ServeProcess, nbmill, only_run, write_notebook
 from tests.test_cli import command_paths, help_page, listed
 
@@ -308,6 +309,8 @@ def test_every_command_that_prints_a_result_prints_json_with_json(trained, tmp_p
         azure = ["--on", "azureml", "--endpoint", "diabetes", "--dry-run"]
         model = "diabetes-ridge"
         archive = str(tmp_path / "archive")
+        rows = tmp_path / "rows.csv"
+        diabetes.load()[diabetes.FEATURES].head(300).to_csv(rows, index=False)
         cases: dict[tuple[str, ...], list] = {
             ("run",): ["run", "pipelines/training.yml", "--reason", "a second version"],
             ("reproduce",): ["reproduce", first["id"]],
@@ -344,6 +347,15 @@ def test_every_command_that_prints_a_result_prints_json_with_json(trained, tmp_p
                 "--training-data",
                 "azureml:diabetes-train:1",
             ],  # fmt: skip
+            ("score",): [
+                "score",
+                f"{model}@production",
+                "--input",
+                str(rows),
+                "--output",
+                str(tmp_path / "scored.csv"),
+                "--no-collect",
+            ],  # fmt: skip
             ("archive", "push"): ["archive", "push", "--archive", archive],
             ("archive", "list"): ["archive", "list", "--archive", archive],
             ("archive", "pull"): ["archive", "pull", "--archive", archive],
@@ -377,6 +389,7 @@ def test_every_command_that_prints_a_result_prints_json_with_json(trained, tmp_p
     assert results[("traffic",)]["rows"] == 3
     assert results[("archive", "list")] == [run["id"] for run in reversed(results[("runs",)])]
     assert results[("archive", "verify")]["ok"] is True
+    assert results[("score",)]["rows"] == 300
 
 
 @pytest.mark.slow
