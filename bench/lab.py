@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.test_lab_api import LabServer  # noqa: E402
+from tests.jupyter import Jupyter  # noqa: E402
 from tests.test_lab_browser import copy_project  # noqa: E402
 
 
@@ -60,7 +60,7 @@ def main() -> None:
     project = copy_project(base / "project")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{base / 'mlflow.db'}"
     runs = project / "runs"
-    server = LabServer(project)
+    server = Jupyter(project)
     terminal, lab = [], []
     try:
         for _ in range(args.repeat):
@@ -93,7 +93,7 @@ def main() -> None:
         (many / "runs" / run_id).mkdir(parents=True)
         data["id"] = run_id
         (many / "runs" / run_id / "run.json").write_text(json.dumps(data))
-    server = LabServer(many)
+    server = Jupyter(many)
     listing = {}
     try:
         for query in ("?limit=20", ""):

@@ -5,62 +5,16 @@ only, and only with Jupyter's own token."""
 from __future__ import annotations
 
 import json
-import secrets
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
-from nbmill._net import free_port
 from tests.conftest import write_notebook
-
-
-class LabServer:
-    def __init__(self, root: Path):
-        self.port, self.token = free_port(), secrets.token_hex(16)
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = root.parent / f"{root.name}-server.log"
-        with open(self.log, "wb") as output:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "jupyter_server", f"--ServerApp.root_dir={root}",
-                 f"--port={self.port}", "--ip=127.0.0.1", "--no-browser", "--allow-root",
-                 f"--IdentityProvider.token={self.token}"],  # the extension: as installed
-                stdout=output, stderr=subprocess.STDOUT, cwd=root,
-            )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                self.call("GET", "/api/status")
-                return
-            except (urllib.error.URLError, ConnectionError):
-                assert self.process.poll() is None, self.log.read_text()[-3000:]
-                assert time.monotonic() < deadline, self.log.read_text()[-3000:]
-                time.sleep(0.1)
-
-    def call(self, method: str, path: str, body: dict | None = None, token: bool = True):
-        request = urllib.request.Request(
-            self.base + path,
-            method=method,
-            data=json.dumps(body).encode() if body is not None else None,
-            headers={"Authorization": f"token {self.token}"} if token else {},
-        )
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            return answer.status, json.loads(answer.read() or b"null")
-
-    def status(self, method: str, path: str, body: dict | None = None, token: bool = True):
-        try:
-            return self.call(method, path, body, token)
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"null")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(30)
+from tests.jupyter import Jupyter
 
 
 def tiny_project(root: Path) -> Path:
@@ -84,12 +38,12 @@ def tiny_project(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     root = tiny_project(tmp_path_factory.mktemp("lab") / "project")
-    server = LabServer(root)
+    server = Jupyter(root)
     yield server, root
     server.stop()
 
 
-def wait_for(lab_server: LabServer, job_id: str, until, timeout: float = 180) -> dict:
+def wait_for(lab_server: Jupyter, job_id: str, until, timeout: float = 180) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         _, state = lab_server.call("GET", f"/nbmill/api/jobs/{job_id}")
@@ -218,7 +172,7 @@ def test_a_parameters_cell_that_no_longer_matches_is_named_before_anything_runs(
     spec["steps"]["first"]["params"] = {"x": 5}
     (root / "pipelines" / "tiny.yml").write_text(yaml.safe_dump(spec))
     write_notebook(root / "notebooks" / "first.ipynb", "renamed = 1\nrun_dir = ''", "pass")
-    server = LabServer(root)
+    server = Jupyter(root)
     try:
         _, found = server.call("GET", "/nbmill/api/notebook?path=notebooks/first.ipynb")
     finally:

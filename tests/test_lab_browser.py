@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
-from nbmill._net import free_port
 from tests.conftest import ROOT, write_notebook
+from tests.jupyter import Jupyter
 
 pytest.importorskip("jupyterlab", reason="the lab dependency group is not installed")
 playwright = pytest.importorskip("playwright.sync_api")
@@ -32,39 +28,6 @@ pytestmark = [
         CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)"
     ),
 ]
-
-
-class Lab:
-    """``jupyter lab`` on a free port, its token known, its root the project."""
-
-    def __init__(self, root: Path, env: dict[str, str]):
-        self.port, self.token = free_port(), secrets.token_hex(16)
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = root.parent / f"{root.name}-lab.log"
-        with open(self.log, "wb") as output:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={root}",
-                 f"--port={self.port}", "--ip=127.0.0.1", "--no-browser", "--allow-root",
-                 f"--IdentityProvider.token={self.token}"],
-                stdout=output, stderr=subprocess.STDOUT, cwd=root, env={**os.environ, **env},
-            )  # fmt: skip
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{self.base}/api/status?token={self.token}", timeout=2)
-                return
-            except OSError:
-                assert self.process.poll() is None, self.log.read_text()[-3000:]
-                assert time.monotonic() < deadline, self.log.read_text()[-3000:]
-                time.sleep(0.2)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
 
 
 class Shots:
@@ -88,7 +51,7 @@ def browser():
         chromium.close()
 
 
-def open_lab(browser, lab: Lab):
+def open_lab(browser, lab: Jupyter):
     page = browser.new_page(viewport={"width": 1500, "height": 950})
     page.goto(f"{lab.base}/lab?token={lab.token}")
     page.locator('.lm-TabBar-tab[data-id="nbmill-sidebar"]').click(timeout=60_000)
@@ -119,7 +82,9 @@ def test_run_the_default_pipeline_see_its_steps_complete_and_open_its_report_and
     browser, tmp_path
 ):
     project = copy_project(tmp_path / "project")
-    lab = Lab(project, {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    lab = Jupyter(
+        project, "jupyterlab", {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    )
     shots = Shots(tmp_path / "screenshots")
     try:
         page = open_lab(browser, lab)
@@ -182,7 +147,7 @@ def test_a_failing_step_shows_its_cell_and_error_and_a_cancelled_run_is_interrup
     browser, tmp_path
 ):
     project = tiny_project(tmp_path / "project")
-    lab = Lab(project, {})
+    lab = Jupyter(project, "jupyterlab", {})
     shots = Shots(tmp_path / "screenshots")
     try:
         page = open_lab(browser, lab)
@@ -216,7 +181,7 @@ def test_a_parameters_cell_edited_to_an_unknown_name_is_warned_about(browser, tm
     spec = yaml.safe_load((project / "pipelines" / "broken.yml").read_text())
     spec["steps"]["broken"]["params"] = {"divisor": 2}
     (project / "pipelines" / "broken.yml").write_text(yaml.safe_dump(spec))
-    lab = Lab(project, {})
+    lab = Jupyter(project, "jupyterlab", {})
     shots = Shots(tmp_path / "screenshots")
     try:
         page = open_lab(browser, lab)
