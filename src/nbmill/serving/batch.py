@@ -89,8 +89,28 @@ def matrix(frame: pd.DataFrame, columns: tuple[str, ...], start: int) -> tuple[n
     return numbers.to_numpy(dtype=float), ""
 
 
-def _predict(rows: np.ndarray) -> np.ndarray:
-    return np.asarray(_MODEL.predict(rows))
+@dataclass
+class _Chunk:
+    """What a worker gives back for one chunk."""
+
+    rows: np.ndarray | None  # the rows scored (only when they are collected)
+    predictions: np.ndarray
+    csv: str | None  # the output's lines for them, formatted here (CSV output)
+    problem: str  # "" or the first bad cell (the rows before it are scored)
+
+
+def _score(frame: pd.DataFrame, columns: tuple[str, ...], start: int, csv: bool,
+           header: bool, keep_rows: bool) -> _Chunk:  # fmt: skip
+    """In a worker: check the chunk, score the rows before its first bad cell (all of them, if
+    none), and format the output's CSV lines, so the parent only reads and writes bytes."""
+    rows, problem = matrix(frame, columns, start)
+    predictions = np.asarray(_MODEL.predict(rows)) if len(rows) else np.empty(0)
+    text = None
+    if csv and len(rows):
+        scored = frame.iloc[: len(rows)].copy()
+        scored[collection.PREDICTION] = predictions
+        text = scored.to_csv(index=False, header=header)
+    return _Chunk(rows if keep_rows else None, predictions, text, problem)
 
 
 class _Output:
@@ -105,13 +125,13 @@ class _Output:
         self._parquet = None
         self._first = True
 
-    def write(self, frame: pd.DataFrame, predictions: np.ndarray) -> None:
-        frame = frame.iloc[: len(predictions)].copy()
-        frame[collection.PREDICTION] = predictions
+    def write(self, frame: pd.DataFrame, chunk: _Chunk) -> None:
         if self.suffix == ".csv":
-            frame.to_csv(self.path, mode="w" if self._first else "a", header=self._first,
-                         index=False)  # fmt: skip
+            with open(self.path, "w" if self._first else "a", encoding="utf-8") as handle:
+                handle.write(chunk.csv or "")
         else:
+            frame = frame.iloc[: len(chunk.predictions)].copy()
+            frame[collection.PREDICTION] = chunk.predictions
             import pyarrow as pa
             import pyarrow.parquet as pq
 
@@ -163,30 +183,34 @@ def score_file(
         job = uuid.uuid4().hex[:12]
         out = _Output(Path(output))
         began = time.perf_counter()
-        pending: deque[tuple[pd.DataFrame, np.ndarray, Future, float]] = deque()
+        pending: deque[tuple[pd.DataFrame, Future, float]] = deque()
+        columns, csv = tuple(config.columns), out.suffix == ".csv"
 
         def finish_one() -> None:
-            frame, rows, future, at = pending.popleft()
-            predictions = future.result()
-            out.write(frame, predictions)
-            if collector is not None:
-                collector.add(Request(at, 200, 0.0, f"batch-{job}-{done.chunks:06d}",
-                                      matrix=rows, predictions=predictions))  # fmt: skip
-            done.rows += len(predictions)
-            done.chunks += 1
+            frame, future, at = pending.popleft()
+            chunk: _Chunk = future.result()
+            if len(chunk.predictions):
+                out.write(frame, chunk)
+                if collector is not None:
+                    request_id = f"batch-{job}-{done.chunks:06d}"
+                    collector.add(Request(at, 200, 0.0, request_id, matrix=chunk.rows,
+                                          predictions=chunk.predictions))  # fmt: skip
+                done.rows += len(chunk.predictions)
+                done.chunks += 1
+            if chunk.problem:
+                raise ScoreError(f"{source}: {chunk.problem}; the {done.rows} rows before it "
+                                 f"were scored and written to {output}")  # fmt: skip
 
         pool = ProcessPoolExecutor(workers, mp_context=get_context("fork"))
         try:
             start = 0
             for frame in chunks(Path(source), chunk_rows):
-                rows, problem = matrix(frame, tuple(config.columns), start)
-                if len(rows):
-                    pending.append((frame, rows, pool.submit(_predict, rows), time.time()))
-                while len(pending) > 2 * workers or (problem and pending):
+                header = start == 0
+                future = pool.submit(_score, frame, columns, start, csv, header,
+                                     collector is not None)  # fmt: skip
+                pending.append((frame, future, time.time()))
+                while len(pending) > 2 * workers:
                     finish_one()
-                if problem:
-                    raise ScoreError(f"{source}: {problem}; the {done.rows} rows before it "
-                                     f"were scored and written to {output}")  # fmt: skip
                 start += len(frame)
             while pending:
                 finish_one()
