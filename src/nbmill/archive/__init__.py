@@ -5,6 +5,6 @@ hash-chained ledger that every writer appends to (``ledger.py``)."""
 
 from __future__ import annotations
 
-from nbmill.archive.base import Archive, ArchiveError, Conflict, archive_url, open_archive
+from nbmill.archive.base import Archive, ArchiveError, Conflict, open_archive
 
-__all__ = ["Archive", "ArchiveError", "Conflict", "archive_url", "open_archive"]
+__all__ = ["Archive", "ArchiveError", "Conflict", "open_archive"]

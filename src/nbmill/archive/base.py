@@ -11,13 +11,11 @@ as papermill's I/O handlers are registered by scheme.
 from __future__ import annotations
 
 import importlib
-import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 from nbmill.errors import NbmillError
 
-ENV_ARCHIVE = "NBMILL_ARCHIVE"
 # Each back end by URL scheme, as "module:class": Azure's client loads only when asked for.
 BACKENDS = {
     "file": "nbmill.archive.local:LocalArchive",
@@ -71,11 +69,6 @@ class Archive(ABC):
         if size == 0:
             return 0, b""
         return size, self.read(key, max(0, size - limit)) or b""
-
-
-def archive_url(given: str | None, configured: str | None) -> str | None:
-    """The archive to use: ``--archive``, else ``NBMILL_ARCHIVE``, else nbmill.yml's."""
-    return given or os.environ.get(ENV_ARCHIVE) or configured
 
 
 def open_archive(url: str, project_dir: Path | None = None) -> Archive:
