@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -171,6 +172,7 @@ class ServeProcess:
                 cwd=cwd,
                 stdout=output,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,  # a group of its own, as a service manager starts it
             )
 
     def wait_ready(self, timeout: float = 120) -> None:
@@ -194,10 +196,14 @@ class ServeProcess:
             handle.seek(max(0, os.fstat(handle.fileno()).st_size - limit * 4))  # UTF-8: 1-4 bytes
             return handle.read().decode("utf-8", "replace").strip()[-limit:]
 
-    def stop(self) -> int:
-        """SIGTERM, then the exit code (SIGKILL after 30 s); a temporary log is removed."""
+    def stop(self, group: bool = False) -> int:
+        """SIGTERM (to its whole process group with ``group``, as a service manager stops a
+        service), then the exit code (SIGKILL after 30 s); a temporary log is removed."""
         try:
-            self.process.terminate()
+            if group:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            else:
+                self.process.terminate()
             try:
                 return self.process.wait(30)
             except subprocess.TimeoutExpired:

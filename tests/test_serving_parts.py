@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -258,6 +263,62 @@ def test_an_item_that_cannot_be_written_is_counted_and_the_rest_are_written(tmp_
     assert [r["data"][0]["a"] for r in read_lines(tmp_path)] == [2.0]
     assert collector.errors == 1 and counted == [1]
     assert "1 record(s) not written" in capsys.readouterr().err
+
+
+def _wait_dead(pid: int) -> None:
+    """Until ``pid`` has exited (a zombie, its pipes closed, counts as exited)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:  # reaped already
+            return
+        if state == "Z":
+            return
+        assert time.monotonic() < deadline, f"process {pid} did not exit"
+        time.sleep(0.01)
+
+
+def test_a_dead_writer_costs_only_the_requests_it_was_sent_and_a_new_one_takes_over(
+    tmp_path, capsys
+):
+    collector = Collector(tmp_path, WHERE, flush_s=3600)
+    collector.add(scored(1.0))
+    collector.flush()
+    first = collector.writer_pid
+    assert first != os.getpid() and collector.written == 1
+    os.kill(first, signal.SIGKILL)
+    _wait_dead(first)
+    collector.add(scored(2.0))  # sent to the dead writer: lost, and counted
+    collector.flush()
+    collector.add(scored(3.0))
+    collector.close()
+    assert collector.writer_pid != first
+    assert [r["data"][0]["a"] for r in read_lines(tmp_path)] == [1.0, 3.0]
+    assert (collector.written, collector.errors) == (2, 1)
+    assert "the collection writer stopped" in capsys.readouterr().err
+
+
+def test_the_writer_finishes_what_it_was_sent_when_the_server_is_killed(tmp_path):
+    script = (
+        "import os, signal\n"
+        "from tests.test_serving_parts import WHERE, scored\n"
+        "from nbmill.serving.collect import Collector\n"
+        f"c = Collector({str(tmp_path)!r}, WHERE, flush_s=3600)\n"
+        "for i in range(2000):\n"
+        "    c.add(scored(float(i)))\n"
+        "c.flush(timeout=0)\n"  # sent; the server dies before the writer could answer
+        "print(c.writer_pid, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    orphan = Path(f"/proc/{int(done.stdout)}")
+    deadline = time.monotonic() + 30
+    while orphan.exists():  # still writing: it ends, once done, as its stdin has ended
+        assert time.monotonic() < deadline, "the orphaned writer did not end"
+        time.sleep(0.05)
+    assert [r["data"][0]["a"] for r in read_lines(tmp_path)] == [float(i) for i in range(2000)]
 
 
 def test_the_buffer_is_bounded_and_what_it_drops_is_counted(tmp_path):

@@ -1,40 +1,40 @@
 """Data collection for monitoring: every scored request's rows, predictions, status and latency,
 in the layout of Azure ML's data collector (``nbmill.collection``).
 
-The hot path only appends a tuple (the parsed matrix, the predictions, the status...) to a
-list; a background thread turns the list into JSON lines every ``flush_s``, one file per
-collection, instance and hour, rotated by size (``<instance>.jsonl``, ``<instance>_0001.jsonl``).
-``close`` writes what is left, so nothing is lost on shutdown. A record that cannot be written
-is counted and its reason logged once; the buffer is bounded, and what arrives beyond it is
-dropped and counted.
+The hot path only appends the request (its parsed matrix, predictions, status...) to a list.
+Every ``flush_s`` a background thread packs the list into one columnar frame (every request's
+rows in one matrix, their predictions in another, a small tuple each) and sends it down a pipe
+to the collection writer, a process of its own (``collect_writer``) that formats the JSON lines
+and writes them; the serving process never spends its GIL on text. ``close`` sends what is left
+and waits for the writer to finish, so nothing is lost on shutdown. A request that cannot be
+written is counted and its reason logged once; the buffer is bounded, and what arrives while it
+is full (the writer fell behind) is dropped and counted.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
+import pickle
 import socket
+import struct
+import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
-
-from nbmill import collection
-from nbmill._time import iso_from_timestamp
 
 FLUSH_S = 0.25
 MAX_FILE_BYTES = 16 << 20
 MAX_PENDING = 100_000  # items waiting for the writer; past this they are dropped and counted
 AGENT = "nbmill-serve"
-NUMPY = orjson.OPT_SERIALIZE_NUMPY
+WRITER = "nbmill.serving.collect_writer"
+CLOSE_S = 60.0  # how long close() waits for the writer to write what it was sent
+LENGTH = struct.Struct("<Q")  # a frame on the writer's stdin: its length, then a pickle
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,23 @@ class Deployment:
         return f"/nbmill/endpoints/{self.endpoint}/deployments/{self.deployment}"
 
 
+class _Writer:
+    """One collection writer process, and the frames sent to it it has not answered for."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.process = process
+        self.waiting: dict[int, int] = {}  # frame number -> requests in it
+        self.ended = False  # its answers ended: it exited (or was killed)
+        self.answers: threading.Thread | None = None
+
+
 class Collector:
+    """The serving side of collection: a bounded buffer, and a thread that ships it to the
+    writer process in columnar frames. ``written``, ``errors`` and ``dropped`` count requests.
+
+    A writer that dies costs the requests it was sent and had not written, counted as errors;
+    the next frame starts a new one."""
+
     def __init__(
         self,
         root: Path,
@@ -85,22 +101,19 @@ class Collector:
         self.flush_s = flush_s
         self.max_pending = max_pending
         self._items: list[Scored] = []
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the buffer
+        self._send_lock = threading.Lock()  # the pipe, and which writer is current
+        self._acked = threading.Condition()  # the counts, and each writer's frames waiting
+        self._seq = 0  # frames sent
         self._stop = threading.Event()
-        self._parts: dict[tuple[str, str], int] = {}  # (collection, hour folder) -> part
-        self._folders: dict[tuple[str, int], Path] = {}  # (collection, hour) -> its folder
-        self._made: set[Path] = set()
-        self._ids = itertools.count()
-        self._id_prefix = uuid.uuid4().hex[:20]
+        self._closed = False
         self.written = 0  # requests written
         self.errors = 0  # requests that could not be written (each reason is logged once)
         self.dropped = 0  # requests refused because the writer fell behind
         self._reasons: set[str] = set()
         self.on_error: Callable[[int], Any] = lambda count: None  # e.g. a Prometheus counter
         self.on_drop: Callable[[int], Any] = lambda count: None
-        self._rows = _RecordWriter(deployment.columns)
-        self._predictions = _RecordWriter((collection.PREDICTION,))
-        self._head = _head_fields(deployment)
+        self._writer = self._start_writer()
         self._thread = threading.Thread(target=self._run, name="nbmill-collect", daemon=True)
         self._thread.start()
 
@@ -113,191 +126,194 @@ class Collector:
                 return
             self._items.append(item)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.flush_s):
-            self.flush()
-
-    def _failed(self, count: int, exc: BaseException) -> None:
-        """Count requests that could not be written; say why once per reason, and go on."""
-        self.errors += count
-        self.on_error(count)
-        reason = f"{type(exc).__name__}: {exc}"[:200]
-        if reason not in self._reasons:
-            self._reasons.add(reason)
-            print(f"warning: collection: {count} record(s) not written ({reason})", file=sys.stderr)
-
-    def flush(self) -> None:
-        """Write what is buffered. A record that cannot be written is counted, never fatal."""
-        with self._lock:
-            items, self._items = self._items, []
-        if not items:
-            return
-        batches: dict[tuple[str, Path], list[bytes]] = {}
-        done = 0
-        for item in items:
-            try:
-                lines = self._lines(item)
-            except Exception as exc:  # one bad item costs only itself
-                self._failed(1, exc)
-                continue
-            hour = int(item.at // 3600)
-            for name, line in lines:
-                folder = self._folders.get((name, hour)) or self._folder(name, hour)
-                batches.setdefault((name, folder), []).append(line)
-            done += 1
-        try:
-            for (name, folder), lines in batches.items():
-                self._write(name, folder, b"".join(lines))
-        except OSError as exc:  # a full or missing disk: counted, and the writer goes on
-            self._failed(done, exc)
-            return
-        self.written += done
-
-    def _folder(self, name: str, hour: int) -> Path:
-        at = datetime.fromtimestamp(hour * 3600, UTC)
-        where = self.deployment
-        folder = collection.hour_folder(self.root, where.endpoint, where.deployment, name, at)
-        if len(self._folders) > 256:
-            self._folders.clear()
-        self._folders[(name, hour)] = folder
-        return folder
-
-    def _lines(self, item: Scored) -> list[tuple[str, bytes]]:
-        """The request's model_inputs line, and its model_outputs line when it was scored."""
-        moment = iso_from_timestamp(item.at)
-        if item.matrix is not None:
-            rows = self._rows.records(item.matrix)
-        elif item.sent is not None:
-            rows = _sent_records(*item.sent)
-        else:
-            rows = b"[]"
-        extra = (
-            f',"status":{item.status},"latencyms":{item.seconds * 1000:.3f}'
-            + (f',"error":{json.dumps(item.error)}' if item.error else "")
-        ).encode()
-        lines = [(collection.INPUTS, self._line(collection.INPUTS, moment, item, rows, extra))]
-        if item.predictions is not None:
-            outputs = self._predictions.records(item.predictions.reshape(len(item.predictions), -1))
-            lines.append(
-                (collection.OUTPUTS, self._line(collection.OUTPUTS, moment, item, outputs, b""))
+    def flush(self, timeout: float = CLOSE_S) -> None:
+        """Send what is buffered and wait (up to ``timeout``) until the writer has written it."""
+        seq, writer = self._send()
+        with self._acked:
+            self._acked.wait_for(
+                lambda: writer.ended or all(s > seq for s in writer.waiting), timeout
             )
-        return lines
-
-    def _line(self, name: str, moment: str, item: Scored, data: bytes, extra: bytes) -> bytes:
-        cid = item.correlation_id.encode()
-        return (
-            b'{"specversion":"1.0","id":"'
-            + self._event_id()
-            + self._head[name]
-            + b',"time":"'
-            + moment.encode()
-            + b'","data":'
-            + data
-            + b',"correlationid":"'
-            + cid
-            + b'","xrequestid":"'
-            + cid
-            + b'"'
-            + self._head["tail"]
-            + f',"contentrange":"bytes 0-{len(data) - 1}/{len(data)}"'.encode()
-            + extra
-            + b"}\n"
-        )
-
-    def _event_id(self) -> bytes:
-        """Unique per line: this collector's random prefix and a counter, shaped as a UUID."""
-        n = f"{self._id_prefix}{next(self._ids):012x}"
-        return f"{n[:8]}-{n[8:12]}-{n[12:16]}-{n[16:20]}-{n[20:32]}".encode()
-
-    def _write(self, name: str, folder: Path, data: bytes) -> None:
-        key = (name, str(folder))
-        part = self._parts.get(key, 0)
-        path = self._path(folder, part)
-        if path.exists() and path.stat().st_size + len(data) > self.max_bytes:
-            part += 1
-            path = self._path(folder, part)
-        self._parts[key] = part
-        if folder not in self._made:
-            folder.mkdir(parents=True, exist_ok=True)
-            self._made.add(folder)
-        try:
-            handle = open(path, "ab")
-        except FileNotFoundError:  # the folder was removed meanwhile: made again
-            folder.mkdir(parents=True, exist_ok=True)
-            handle = open(path, "ab")
-        with handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-
-    def _path(self, folder: Path, part: int) -> Path:
-        suffix = f"_{part:04d}" if part else ""  # sorts after the first
-        return folder / f"{self.deployment.instance}{suffix}.jsonl"
 
     def close(self) -> None:
+        """Send what is left, then wait for the writer to write it all and end."""
+        if self._closed:
+            return
         self._stop.set()
         self._thread.join()
-        self.flush()
+        self._send()
+        with self._send_lock:
+            self._closed = True
+            writer = self._writer
+            try:
+                writer.process.stdin.close()
+            except OSError:
+                pass
+            try:
+                writer.process.wait(CLOSE_S)
+            except subprocess.TimeoutExpired:
+                writer.process.kill()
+                writer.process.wait()
+        writer.answers.join()
+
+    @property
+    def writer_pid(self) -> int:
+        """The collection writer's process id (a new one if the writer had to be restarted)."""
+        return self._writer.process.pid
+
+    def _start_writer(self) -> _Writer:
+        # A session of its own: the signals sent to the server's process group do not stop
+        # it; it stops when its stdin ends, after writing everything it was sent.
+        process = subprocess.Popen(
+            [sys.executable, "-m", WRITER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+        writer = _Writer(process)
+        writer.answers = threading.Thread(
+            target=self._read_answers, args=(writer,), name="nbmill-collect-acks", daemon=True
+        )
+        writer.answers.start()
+        setup = {"root": str(self.root), "deployment": asdict(self.deployment)}
+        try:
+            _send_frame(process, {**setup, "max_bytes": self.max_bytes})
+        except (OSError, ValueError):
+            pass  # it died at once: its answers end, and the next frame starts another
+        return writer
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_s):
+            self._send()
+
+    def _send(self) -> tuple[int, _Writer]:
+        """Ship the buffer as one frame: its number (the last one's if nothing was new), and
+        the writer it went to."""
+        with self._lock:
+            items, self._items = self._items, []
+        with self._send_lock:
+            if self._writer.ended and not self._closed:
+                self._writer = self._start_writer()
+            writer = self._writer
+            if not items:
+                return self._seq, writer
+            try:
+                packed, refused = pack(items, len(self.deployment.columns))
+            except Exception as exc:  # never expected; the requests are lost, and counted
+                self._failed(len(items), reason(exc))
+                return self._seq, writer
+            for count, why in refused:
+                self._failed(count, why)
+            if not packed[0]:
+                return self._seq, writer
+            self._seq += 1
+            with self._acked:
+                writer.waiting[self._seq] = len(packed[0])
+            try:
+                _send_frame(writer.process, (self._seq, packed))
+            except (OSError, ValueError):  # it died: its answers end, and count the frame
+                pass
+            with self._acked:  # it had ended before the frame was counted as waiting
+                lost = writer.waiting.pop(self._seq, 0) if writer.ended else 0
+            self._failed(lost, _stopped(writer))
+            return self._seq, writer
+
+    def _read_answers(self, writer: _Writer) -> None:
+        for line in writer.process.stdout:
+            answer = json.loads(line)
+            for count, why in answer["failed"]:
+                self._failed(count, why)
+            with self._acked:
+                self.written += answer["written"]
+                writer.waiting.pop(answer["seq"], None)
+                self._acked.notify_all()
+        try:
+            writer.process.wait(CLOSE_S)
+        except subprocess.TimeoutExpired:
+            pass
+        with self._acked:
+            writer.ended = True
+            lost = sum(writer.waiting.values())
+            writer.waiting.clear()
+            self._acked.notify_all()
+        self._failed(lost, _stopped(writer))
+
+    def _failed(self, count: int, why: str) -> None:
+        """Count requests that could not be written; say why once per reason, and go on."""
+        if count <= 0:
+            return
+        with self._acked:  # from the sending thread and the answering one
+            self.errors += count
+            self.on_error(count)
+            new = why not in self._reasons
+            self._reasons.add(why)
+        if new:
+            print(f"warning: collection: {count} record(s) not written ({why})", file=sys.stderr)
 
 
-def _head_fields(deployment: Deployment) -> dict[str, bytes]:
-    """The constant parts of every line, serialised once."""
-    head = {
-        name: (
-            '","source":'
-            + json.dumps(deployment.source)
-            + ',"type":'
-            + json.dumps(collection.EVENT_TYPE.format(collection=name))
-            + ',"datacontenttype":"application/json"'
-        ).encode()
-        for name in collection.COLLECTIONS
-    }
-    tail = {
-        "modelversion": deployment.model_version or "default",
-        "collectdatatype": "pandas.core.frame.DataFrame",
-        "agent": AGENT,
-        "modelname": deployment.model_name,
-        "modelalias": deployment.model_alias,
-    }
-    head["tail"] = b"," + json.dumps(tail, separators=(",", ":")).encode()[1:-1]
-    return head
+Packed = tuple[list[tuple], np.ndarray | None, np.ndarray | None]
 
 
-class _RecordWriter:
-    """A float matrix as JSON records (``[{"a":1.0,"b":2.0},...]``): orjson writes the numbers
-    (shortest round-trip form, NaN as null) and one ``%`` puts them in a template of the
-    records; no Python loop over rows or values."""
+def pack(items: Sequence[Scored], width: int) -> tuple[Packed, list[tuple[int, str]]]:
+    """Requests as one columnar frame: a tuple each (time, status, seconds, correlation id,
+    error, rows as sent, how many rows it scored, how many predictions), every scored row in
+    one matrix and every prediction in another. A request whose arrays do not fit is left out
+    and counted: ((meta, rows, predictions), [(1, why), ...])."""
+    meta: list[tuple] = []
+    matrices: list[np.ndarray] = []
+    predictions: list[np.ndarray] = []
+    refused: list[tuple[int, str]] = []
+    wide = None  # columns of the predictions
+    for item in items:
+        rows = scored = -1
+        if item.matrix is not None:
+            if item.matrix.ndim != 2 or item.matrix.shape[1] != width:
+                shape = item.matrix.shape
+                refused.append((1, f"ValueError: expected {width} columns, got shape {shape}"))
+                continue
+            rows = len(item.matrix)
+            matrices.append(item.matrix)
+        if item.predictions is not None:
+            values = item.predictions.reshape(len(item.predictions), -1)
+            if wide is not None and values.shape[1] != wide:
+                refused.append((1, f"ValueError: expected {wide} predictions a row"))
+                if rows >= 0:
+                    matrices.pop()
+                continue
+            wide, scored = values.shape[1], len(values)
+            predictions.append(values)
+        meta.append((item.at, item.status, item.seconds, item.correlation_id, item.error,
+                     item.sent, rows, scored))  # fmt: skip
+    rows_all = np.concatenate(matrices) if matrices else None
+    predictions_all = np.concatenate(predictions) if predictions else None
+    return (meta, rows_all, predictions_all), refused
 
-    def __init__(self, columns: Sequence[str]):
-        self.row = b"{" + b",".join(json.dumps(c).encode() + b":%s" for c in columns) + b"}"
-        self.width = len(columns)
-        self._formats: dict[int, bytes] = {}
 
-    def records(self, matrix: np.ndarray) -> bytes:
-        rows = len(matrix)
-        if matrix.ndim != 2 or matrix.shape[1] != self.width:
-            raise ValueError(f"expected {self.width} columns, got shape {matrix.shape}")
-        template = self._formats.get(rows)
-        if template is None:
-            template = b"[" + b",".join([self.row] * rows) + b"]"
-            if len(self._formats) < 64:
-                self._formats[rows] = template
-        text = orjson.dumps(np.ascontiguousarray(matrix, dtype=np.float64), option=NUMPY)
-        return template % tuple(text[2:-2].replace(b"],[", b",").split(b","))
-
-
-def _sent_records(columns: list[str], rows: list[Any]) -> bytes:
-    """A refused request's rows as sent (values of any type), as records, when they are rows."""
-    records = [
-        dict(zip(columns, row, strict=False)) if isinstance(row, list) else {"row": row}
-        for row in rows
-    ]
-    try:
-        return json.dumps(records, separators=(",", ":"), allow_nan=False, default=repr).encode()
-    except ValueError:  # NaN or infinity, which JSON has not: sent, but missing
-        clean = [{k: _finite(v) for k, v in r.items()} for r in records]
-        return json.dumps(clean, separators=(",", ":"), default=repr).encode()
+def unpack(packed: Packed) -> list[Scored]:
+    """The requests of a frame ``pack`` made, their arrays views of the frame's."""
+    meta, matrix, predictions = packed
+    items, row, scored = [], 0, 0
+    for at, status, seconds, correlation_id, error, sent, rows, count in meta:
+        item_rows = item_predictions = None
+        if rows >= 0:
+            item_rows, row = matrix[row : row + rows], row + rows
+        if count >= 0:
+            item_predictions, scored = predictions[scored : scored + count], scored + count
+        items.append(
+            Scored(at, status, seconds, correlation_id, item_rows, item_predictions, error, sent)
+        )
+    return items
 
 
-def _finite(value: Any) -> Any:
-    return None if isinstance(value, float) and not np.isfinite(value) else value
+def _send_frame(writer: subprocess.Popen, value: Any) -> None:
+    data = pickle.dumps(value, protocol=5)
+    writer.stdin.write(LENGTH.pack(len(data)) + data)
+    writer.stdin.flush()
+
+
+def _stopped(writer: _Writer) -> str:
+    return f"the collection writer stopped (exit code {writer.process.returncode})"
+
+
+def reason(exc: BaseException) -> str:
+    """An exception in a line: why a record was not written."""
+    return f"{type(exc).__name__}: {exc}"[:200]
