@@ -1,7 +1,7 @@
-"""Serving benchmark: one MLflow sklearn model behind three servers, measured side by side.
+"""Serving benchmark: one MLflow sklearn model behind five servers, measured side by side.
 
     .venv/bin/python bench/serve.py [--concurrency 8] [--requests 2000] [--workers 1]
-                                    [--servers nbmill,mlflow,azmlinfsrv]
+                                    [--servers nbmill,mlflow,azmlinfsrv,mlserver,bentoml]
 
 Servers, each started in turn (never two at once) on a free port on 127.0.0.1 with the same
 number of worker processes, then stopped (SIGTERM, then SIGKILL):
@@ -12,6 +12,22 @@ number of worker processes, then stopped (SIGTERM, then SIGKILL):
 - azmlinfsrv: azureml-inference-server-http with bench/azureml_score.py (POST /score,
               ``input_data`` body), from its own virtual environment .bench-venvs/azmlinfsrv,
               made here on first use (it pins opentelemetry versions that conflict with MLflow).
+- mlserver:   Seldon's MLServer with its MLflow runtime (``mlserver_mlflow.MLflowRuntime``) on
+              the same model folder, ``mlserver start DIR`` with a settings.json and a
+              model-settings.json written there: ``parallel_workers`` = --workers inference
+              processes (MLServer's default is 1; 0 would predict in the HTTP process), beside
+              its main process, which serves HTTP and hands each request to a worker; gRPC and
+              Prometheus metrics on two more free ports. Requests use the V2 inference protocol
+              that KServe uses (POST /v2/models/diabetes/infer): one FP64 tensor per column and
+              the pandas content type, so the pyfunc model gets the signature's DataFrame. From
+              its own virtual environment .bench-venvs/mlserver, made here with uv on first use
+              (MLServer caps fastapi below the project's version, and its MLflow runtime
+              needs the full mlflow package, pinned at the project's mlflow-skinny version).
+- bentoml:    BentoML with bench/bentoml_service.py, ``bentoml serve`` (POST /predict,
+              ``{"input_data": {column: [values]}}``, its DataFrame JSON in the "columns" orient;
+              each of the --workers processes serves HTTP and predicts), the model loaded as
+              MLflow's pyfunc; from its own virtual environment .bench-venvs/bentoml, made here
+              with uv on first use; usage tracking off.
 
 Each server gets the same requests, built from held-out rows of the diabetes example: a 1-row
 scenario and a 100-row scenario, at a fixed concurrency (one keep-alive connection per
@@ -48,15 +64,19 @@ from pathlib import Path
 from loadgen import HOST, Outcome, drive, new_loop, percentile, run_constant_server
 from servers import (
     AZML_VERSION,
+    BENTOML_VERSION,
+    MLSERVER_VERSION,
     Running,
     Server,
     ensure_azml_venv,
+    ensure_bentoml_venv,
+    ensure_mlserver_venv,
     make_server,
     nbmill_available,
 )
 
-SERVERS = ("nbmill", "mlflow", "azmlinfsrv")
-PEERS = ("mlflow", "azmlinfsrv")
+SERVERS = ("nbmill", "mlflow", "azmlinfsrv", "mlserver", "bentoml")
+PEERS = ("mlflow", "azmlinfsrv", "mlserver", "bentoml")
 ROWS_BATCH = 100
 WARMUP = 100
 DISTINCT_BODIES = 32
@@ -105,8 +125,44 @@ def build_scenarios(args, scratch: Path) -> tuple[Path, list[str], list[Scenario
     return model_dir, columns, scenarios
 
 
+def payload(shape: str, columns: list[str], rows: list[list[float]]) -> dict:
+    """The request body for ``rows``: Azure ML's or MLflow's split DataFrame, a V2 inference
+    request with one tensor per column that MLServer's pandas codec turns into a DataFrame, or
+    BentoML's DataFrame in the "columns" orient (one list per column)."""
+    if shape == "bentoml":
+        return {"input_data": {c: [r[i] for r in rows] for i, c in enumerate(columns)}}
+    if shape == "v2":
+        return {
+            "parameters": {"content_type": "pd"},
+            "inputs": [
+                {
+                    "name": column,
+                    "shape": [len(rows)],
+                    "datatype": "FP64",
+                    "data": [r[i] for r in rows],
+                }
+                for i, column in enumerate(columns)
+            ],
+        }
+    return {shape: {"columns": columns, "data": rows}}
+
+
+def predictions(shape: str, body: bytes) -> list[float]:
+    """The predictions in an answer: ``{"predictions": [...]}``, a V2 inference response's single
+    output tensor (its data, flattened in row-major order), or BentoML's bare list."""
+    answer = json.loads(body)
+    if shape == "bentoml":
+        if not isinstance(answer, list):
+            raise TypeError("not a list")
+        return answer
+    if shape == "v2":
+        (output,) = answer["outputs"]
+        return output["data"]
+    return answer["predictions"]
+
+
 def encode(server: Server, port: int, columns: list[str], rows: list[list[float]]) -> bytes:
-    body = json.dumps({server.shape: {"columns": columns, "data": rows}}).encode()
+    body = json.dumps(payload(server.shape, columns, rows)).encode()
     head = [
         f"POST {server.path} HTTP/1.1",
         f"Host: {HOST}:{port}",
@@ -117,10 +173,10 @@ def encode(server: Server, port: int, columns: list[str], rows: list[list[float]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
-def checker(expected: list[list[float]]) -> Callable[[int, bytes], str | None]:
+def checker(expected: list[list[float]], shape: str) -> Callable[[int, bytes], str | None]:
     def check(index: int, body: bytes) -> str | None:
         try:
-            got = json.loads(body)["predictions"]
+            got = predictions(shape, body)
         except (ValueError, KeyError, TypeError):
             return f"not a predictions answer: {body[:200]!r}"
         want = expected[index]
@@ -188,7 +244,7 @@ def bench_server(name, model_dir, columns, scenarios, args, scratch, loop, log) 
             return [Row(name, s.name, s.rows, unavailable="did not start") for s in scenarios]
         for scenario in scenarios:
             requests = [encode(server, port, columns, body) for body in scenario.bodies]
-            check = None if name == "constant" else checker(scenario.expected)
+            check = None if name == "constant" else checker(scenario.expected, server.shape)
             warm = loop.run_until_complete(
                 drive(port, requests, WARMUP, args.concurrency, args.time_limit, check)
             )
@@ -293,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         choices=("default", "off"),
         default="default",
         help="'off' turns off the peers' per-request log lines (mlflow's uvicorn access log, "
-        "azmlinfsrv's request and access logs); default: as they ship",
+        "azmlinfsrv's request and access logs, MLServer's access log through its debug "
+        "setting, BentoML's access log); default: as they ship",
     )
     parser.add_argument(
         "--nbmill-no-collect",
@@ -338,6 +395,10 @@ def main(argv: list[str] | None = None) -> int:
                 reason = nbmill_available()
             elif name == "azmlinfsrv":
                 reason = ensure_azml_venv(log)
+            elif name == "mlserver":
+                reason = ensure_mlserver_venv(log)
+            elif name == "bentoml":
+                reason = ensure_bentoml_venv(log)
             if reason:
                 log(f"{name}: not available: {reason}")
                 rows += [Row(name, s.name, s.rows, unavailable="not available") for s in scenarios]
@@ -356,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         "nbmill": "nbmill serve",
         "mlflow": "mlflow models serve",
         "azmlinfsrv": "azmlinfsrv",
+        "mlserver": "MLServer (MLflow runtime)",
+        "bentoml": "BentoML",
     }
     command = shlex.join(
         [".venv/bin/python", "bench/serve.py", *(sys.argv[1:] if argv is None else argv)]
@@ -371,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"versions: mlflow-skinny {metadata.version('mlflow-skinny')}, scikit-learn "
         f"{metadata.version('scikit-learn')}, uvicorn {metadata.version('uvicorn')}, "
-        f"azureml-inference-server-http {AZML_VERSION}\n"
+        f"azureml-inference-server-http {AZML_VERSION}, mlserver and mlserver-mlflow "
+        f"{MLSERVER_VERSION}, bentoml {BENTOML_VERSION}\n"
     )
     print("\n".join(table(rows, label)))
     print()
