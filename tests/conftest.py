@@ -151,6 +151,7 @@ class ServeProcess:
         collect_dir: Path | None = None,
         workers: int = 1,
         log: Path | None = None,
+        extra: tuple[str, ...] = (),
     ):
         from nbmill._net import free_port
 
@@ -164,7 +165,7 @@ class ServeProcess:
         self.log = Path(log)
         collect = ["--collect-dir", str(collect_dir)] if collect_dir else ["--no-collect"]
         command = [sys.executable, "-m", "nbmill", "serve", str(model_ref)]
-        command += ["--port", str(self.port), "--workers", str(workers), *collect]
+        command += ["--port", str(self.port), "--workers", str(workers), *collect, *extra]
         with open(self.log, "wb") as output:  # the child has its own handle on it
             self.process = subprocess.Popen(
                 command,

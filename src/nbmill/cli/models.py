@@ -178,6 +178,12 @@ COMMANDS += [
     arg("--no-collect", action="store_true", help="do not collect requests"),
     arg("--endpoint", help="the endpoint name collected data is filed under (the model's name)"),
     arg("--deployment", default="local", help="the deployment name, likewise (local)"),
+    arg(
+        "--follow",
+        action="store_true",
+        help="with NAME@ALIAS: switch, with no failed request, when the ledger records that "
+        "the alias moved (each answer names its version in x-nbmill-model-version)",
+    ),
     prints_result=False,  # it runs until stopped
 )
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -196,6 +202,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         announce=lambda line: print(line, flush=True),
         endpoint=args.endpoint,
         deployment=args.deployment,
+        follow=args.follow,
     )
     return 0
 

@@ -20,12 +20,13 @@ import logging
 import time
 import uuid
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from nbmill.serving.batching import Batcher
 from nbmill.serving.collect import Collector, Scored
+from nbmill.serving.follow import Follower, Move, Served, Switched
 from nbmill.serving.metrics import CONTENT_TYPE, Metrics
 from nbmill.serving.request import InputError, Signature, parse_request
 
@@ -33,6 +34,7 @@ MAX_BYTES = 1 << 20
 DRAIN_BYTES = 64 << 20  # the rest of an oversized body is read and dropped, up to this
 DRAIN_S = 10.0  # and for at most this long
 REQUEST_ID_HEADERS = (b"x-request-id", b"x-ms-client-request-id")
+VERSION_HEADER = b"x-nbmill-model-version"  # on every /score answer: the version that answered
 log = logging.getLogger(__name__)
 
 
@@ -42,7 +44,11 @@ def _prediction_json(values: np.ndarray) -> bytes:
 
 
 class ScoringApp:
-    """A plain ASGI application (no framework on the hot path)."""
+    """A plain ASGI application (no framework on the hot path).
+
+    It answers with one model version (``served``), or, given a ``follower``, with whichever
+    version the followed alias points at (follow.py). Every answer names its version in the
+    ``x-nbmill-model-version`` header."""
 
     def __init__(
         self,
@@ -52,19 +58,38 @@ class ScoringApp:
         collector: Collector | None,
         identity: dict[str, Any],
         max_bytes: int = MAX_BYTES,
+        follow: Callable[[Served, Switched], Follower] | None = None,
+        on_shutdown: Callable[[], None] = lambda: None,
     ):
-        self.signature = signature
         self.key = key.encode()
         self.collector = collector
-        self.identity = identity
         self.max_bytes = max_bytes
         self.metrics = Metrics()
+        self.on_shutdown = on_shutdown
         if collector is not None:  # counted by the worker whose collector it is
             collector.on_error = self.metrics.collect_errors.inc
             collector.on_drop = self.metrics.collect_dropped.inc
         warnings.filterwarnings("ignore", message="X does not have valid feature names")
-        self.batcher = Batcher(model.predict)
+        self.served = Served(model, signature, identity.get("version"), identity.get("sha256")
+                             or "", identity)  # fmt: skip
+        self.metrics.serving(self.served.version, self.served.sha256)
+        self.follower = follow(self.served, self.switched) if follow else None
         self.health = json.dumps({"status": "ok", **identity}).encode()
+
+    @property
+    def signature(self) -> Signature:
+        return self.served.signature
+
+    def switched(self, old: Served, new: Served, move: Move) -> None:
+        """A followed alias moved and ``new`` answers from now on."""
+        self.served = new
+        self.metrics.serving(new.version, new.sha256, old.version)
+
+    def _health(self) -> bytes:
+        if self.follower is None:
+            return self.health
+        served = self.follower.served
+        return json.dumps({"status": "ok", **served.identity, **self.follower.state()}).encode()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -79,7 +104,7 @@ class ScoringApp:
                 return
             await self._score(scope, receive, send)
         elif path == "/health" and method == "GET":
-            await _respond_bytes(send, 200, self.health, b"application/json")
+            await _respond_bytes(send, 200, self._health(), b"application/json")
         elif path == "/metrics" and method == "GET":
             await _respond_bytes(send, 200, self.metrics.render(), CONTENT_TYPE)
         else:
@@ -93,6 +118,7 @@ class ScoringApp:
             elif message["type"] == "lifespan.shutdown":
                 if self.collector is not None:
                     self.collector.close()  # nothing collected is lost on SIGTERM
+                self.on_shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -101,11 +127,16 @@ class ScoringApp:
         status, answer, unread = 200, b"", 0
         matrix = values = error = sent = None
         correlation_id = _correlation_id(scope["headers"])
+        served = self.served
         try:
             self._check_key(scope)
             body = await self._read_body(scope, receive)
-            matrix = parse_request(body, self.signature)
-            values = await self.batcher.score(matrix)
+            if self.follower is not None:  # the version the alias points at, once loaded
+                served = self.follower.now() or await self.follower.switching
+            matrix = parse_request(body, served.signature)
+            values = await served.batcher.score(matrix)
+            if self.follower is not None:
+                self.follower.sample = matrix
             answer = _prediction_json(values)
         except InputError as exc:
             status, error, sent, unread = exc.status, str(exc), exc.sent, exc.unread
@@ -115,12 +146,15 @@ class ScoringApp:
             error = f"scoring failed: {type(exc).__name__}: {exc}"
             log.error("request %s: %s", correlation_id, error, exc_info=exc)
             answer = _failed_answer(correlation_id)
+        version = served.header
         if unread:  # answer at once, then read the rest, so the client is not reset mid-send
-            await _respond_bytes(send, status, answer, b"application/json", correlation_id, True)
+            await _respond_bytes(send, status, answer, b"application/json", correlation_id, True,
+                                 version)  # fmt: skip
             await _drain(receive, unread)
             await send({"type": "http.response.body", "body": b""})
         else:
-            await _respond_bytes(send, status, answer, b"application/json", correlation_id)
+            await _respond_bytes(send, status, answer, b"application/json", correlation_id,
+                                 version=version)  # fmt: skip
         seconds = time.perf_counter() - began
         self.metrics.observe(status, seconds, len(matrix) if status == 200 else 0)
         if self.collector is not None and status != 401:  # unauthenticated bodies are not kept
@@ -134,6 +168,7 @@ class ScoringApp:
                     values if status == 200 else None,
                     error,
                     sent,
+                    served.version,
                 )
             )
 
@@ -225,11 +260,14 @@ async def _respond_bytes(
     content_type: bytes,
     request_id: str | None = None,
     more: bool = False,
+    version: bytes | None = None,
 ) -> None:
     """The response; with ``more`` it is not complete yet (and the connection closes after)."""
     headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
     if request_id is not None:
         headers.append((b"x-request-id", request_id.encode("latin-1")))
+    if version is not None:
+        headers.append((VERSION_HEADER, version))
     if more:
         headers.append((b"connection", b"close"))
     if status == 401:

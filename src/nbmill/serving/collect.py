@@ -51,6 +51,7 @@ class Scored:
     # only its request id, but the collection, like the server's log, is the operator's.
     error: str | None = None
     sent: tuple[list[str], list[Any]] | None = None  # a refused request's columns and rows
+    version: str | None = None  # the model version that answered (else the deployment's)
 
 
 @dataclass(frozen=True)
@@ -255,7 +256,7 @@ Packed = tuple[list[tuple], np.ndarray | None, np.ndarray | None]
 
 def pack(items: Sequence[Scored], width: int) -> tuple[Packed, list[tuple[int, str]]]:
     """Requests as one columnar frame: a tuple each (time, status, seconds, correlation id,
-    error, rows as sent, how many rows it scored, how many predictions), every scored row in
+    error, rows as sent, how many rows it scored, how many predictions, version), every row in
     one matrix and every prediction in another. A request whose arrays do not fit is left out
     and counted: ((meta, rows, predictions), [(1, why), ...])."""
     meta: list[tuple] = []
@@ -282,7 +283,7 @@ def pack(items: Sequence[Scored], width: int) -> tuple[Packed, list[tuple[int, s
             wide, scored = values.shape[1], len(values)
             predictions.append(values)
         meta.append((item.at, item.status, item.seconds, item.correlation_id, item.error,
-                     item.sent, rows, scored))  # fmt: skip
+                     item.sent, rows, scored, item.version))  # fmt: skip
     rows_all = np.concatenate(matrices) if matrices else None
     predictions_all = np.concatenate(predictions) if predictions else None
     return (meta, rows_all, predictions_all), refused
@@ -292,15 +293,16 @@ def unpack(packed: Packed) -> list[Scored]:
     """The requests of a frame ``pack`` made, their arrays views of the frame's."""
     meta, matrix, predictions = packed
     items, row, scored = [], 0, 0
-    for at, status, seconds, correlation_id, error, sent, rows, count in meta:
+    for at, status, seconds, correlation_id, error, sent, rows, count, version in meta:
         item_rows = item_predictions = None
         if rows >= 0:
             item_rows, row = matrix[row : row + rows], row + rows
         if count >= 0:
             item_predictions, scored = predictions[scored : scored + count], scored + count
         items.append(
-            Scored(at, status, seconds, correlation_id, item_rows, item_predictions, error, sent)
-        )
+            Scored(at, status, seconds, correlation_id, item_rows, item_predictions, error, sent,
+                   version)
+        )  # fmt: skip
     return items
 
 

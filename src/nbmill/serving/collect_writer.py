@@ -24,6 +24,7 @@ import signal
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -53,6 +54,7 @@ class LineWriter:
         self._rows = _RecordWriter(deployment.columns)
         self._predictions = _RecordWriter((collection.PREDICTION,))
         self._head = _head_fields(deployment)
+        self._tails: dict[str, bytes] = {}  # by the version that answered
 
     def write(self, items: Sequence[Scored]) -> tuple[int, list[tuple[int, str]]]:
         """Write ``items``: (requests written, [(requests not written, why), ...])."""
@@ -122,11 +124,22 @@ class LineWriter:
             + b'","xrequestid":"'
             + cid
             + b'"'
-            + self._head["tail"]
+            + self._tail(item.version)
             + f',"contentrange":"bytes 0-{len(data) - 1}/{len(data)}"'.encode()
             + extra
             + b"}\n"
         )
+
+    def _tail(self, version: str | None) -> bytes:
+        """The fields naming the model: the version that answered, else the deployment's."""
+        if version is None:
+            return self._head["tail"]
+        tail = self._tails.get(version)
+        if tail is None:
+            tail = self._tails[version] = _tail_fields(
+                replace(self.deployment, model_version=version)
+            )
+        return tail
 
     def _event_id(self) -> bytes:
         """Unique per line: this writer's random prefix and a counter, shaped as a UUID."""
@@ -171,6 +184,11 @@ def _head_fields(deployment: Deployment) -> dict[str, bytes]:
         ).encode()
         for name in collection.COLLECTIONS
     }
+    head["tail"] = _tail_fields(deployment)
+    return head
+
+
+def _tail_fields(deployment: Deployment) -> bytes:
     tail = {
         "modelversion": deployment.model_version or "default",
         "collectdatatype": "pandas.core.frame.DataFrame",
@@ -178,8 +196,7 @@ def _head_fields(deployment: Deployment) -> dict[str, bytes]:
         "modelname": deployment.model_name,
         "modelalias": deployment.model_alias,
     }
-    head["tail"] = b"," + json.dumps(tail, separators=(",", ":")).encode()[1:-1]
-    return head
+    return b"," + json.dumps(tail, separators=(",", ":")).encode()[1:-1]
 
 
 class _RecordWriter:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -19,7 +19,8 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Metrics:
-    """Requests by status, errors, rows scored and a latency histogram."""
+    """Requests by status, errors, rows scored, a latency histogram, and which model version
+    answers."""
 
     def __init__(self) -> None:
         self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
@@ -53,7 +54,23 @@ class Metrics:
             "Scored requests dropped because the collection writer fell behind.",
             registry=self.registry,
         )
+        self.model = Gauge(
+            "nbmill_model_serving",
+            "1 for the model version answering (and its files' sha256), 0 for one that did.",
+            ["version", "sha256"],
+            registry=self.registry,
+            multiprocess_mode="liveall",  # each worker's own, while it lives
+        )
         self._by_status: dict[int, Counter] = {}
+        self._answering: dict[str | None, Gauge] = {}
+
+    def serving(self, version: str | None, sha256: str, before: str | None = None) -> None:
+        """``version`` answers now (``before``: the one that answered until now)."""
+        if before in self._answering:
+            self._answering[before].set(0)
+        child = self.model.labels(version=version or "none", sha256=sha256)
+        child.set(1)
+        self._answering[version] = child
 
     def observe(self, status: int, seconds: float, rows: int) -> None:
         child = self._by_status.get(status)

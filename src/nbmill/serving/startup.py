@@ -18,7 +18,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -54,6 +54,9 @@ class ServeConfig:
     key_source: str
     endpoint: str = "local"
     deployment: str = "local"
+    follow: bool = False  # switch when the alias moves (follow.py)
+    project_dir: str | None = None  # where the registry and the ledger are
+    ledger: str | None = None  # the ledger followed
 
     @property
     def signature(self) -> Signature:
@@ -152,11 +155,24 @@ def prepare(
     endpoint: str | None = None,
     deployment: str = "local",
     key: str | None = None,
+    follow: bool = False,
 ) -> Iterator[ServeConfig]:
     """Resolve and check the model, read its signature and the key: what every worker gets,
     valid inside the ``with`` block (a registered model's download is removed after it).
     Collected data goes to ``collect_dir/<endpoint>/<deployment>/...`` (the endpoint is the
-    model's registered name unless given). ``key``: this key instead of the configured one."""
+    model's registered name unless given). ``key``: this key instead of the configured one.
+    ``follow``: ``ref`` is NAME@ALIAS, and the workers switch when the ledger says it moved."""
+    ledger = None
+    if follow:
+        from nbmill.models.ref import is_model_ref, parse_ref
+        from nbmill.project.config import load_config
+
+        if Path(ref).is_dir() or not is_model_ref(ref) or parse_ref(ref).alias is None:
+            raise NbmillError(
+                f"--follow {ref}: give a registered model's alias, NAME@ALIAS (such as "
+                "diabetes-ridge@production); a folder or a NAME/VERSION never moves"
+            )
+        ledger = str(load_config(project_dir).ledger)
     with resolve_model(ref, project_dir) as (model_dir, digest, identity):
         if endpoint is None:
             named = identity.get("model", "")
@@ -177,6 +193,9 @@ def prepare(
             key_source=key_source,
             endpoint=_check_name("endpoint", endpoint),
             deployment=_check_name("deployment", deployment),
+            follow=follow,
+            project_dir=str(Path(project_dir).resolve()),
+            ledger=ledger,
         )
 
 
@@ -196,7 +215,13 @@ def build_app(config: ServeConfig) -> ScoringApp:
         )
         collector = Collector(Path(config.collect_dir), where)
     model = _load(Path(config.model_dir), config)
-    return ScoringApp(model, config.signature, config.key, collector, config.identity)
+    if not config.follow:
+        return ScoringApp(model, config.signature, config.key, collector, config.identity)
+    from nbmill.serving.follow import follower_for
+
+    follow, cleanup = follower_for(config)
+    return ScoringApp(model, config.signature, config.key, collector, config.identity,
+                      follow=follow, on_shutdown=cleanup)  # fmt: skip
 
 
 def _log_to_stderr() -> None:
@@ -218,14 +243,18 @@ def create_app() -> ScoringApp:
 
 
 def _load(model_dir: Path, config: ServeConfig):
+    return load_model(model_dir, config.sklearn, config.columns)
+
+
+def load_model(model_dir: Path, sklearn: dict[str, Any] | None, columns: Sequence[str]):
     """The raw sklearn model when there is one (fast, numeric matrices), else the pyfunc.
 
     A model saved in skops' format is loaded as MLflow loads it (``skops.io.load`` with the
     trusted types its MLmodel names) without importing MLflow, which saves seconds of start-up;
     the files were checked against their recorded sha256 first. Other formats go through
     MLflow, with its own safeguards."""
-    if config.sklearn is not None:
-        flavor = config.sklearn
+    if sklearn is not None:
+        flavor = sklearn
         if flavor.get("serialization_format") == "skops" and flavor.get("pickled_model"):
             import skops.io
 
@@ -237,7 +266,7 @@ def _load(model_dir: Path, config: ServeConfig):
     import mlflow.pyfunc
 
     model = mlflow.pyfunc.load_model(str(model_dir))
-    columns = list(config.columns)
+    columns = list(columns)
 
     class Frame:
         def predict(self, matrix):
@@ -258,14 +287,16 @@ def serve(
     announce: Callable[[str], None] = print,
     endpoint: str | None = None,
     deployment: str = "local",
+    follow: bool = False,
 ) -> None:
     """Check the model, then run the service until SIGTERM or Ctrl-C. Afterwards the process
-    is as it was: the model's download removed, the environment restored."""
+    is as it was: the model's download removed, the environment restored. ``follow``: switch
+    versions as the alias moves (follow.py)."""
     import uvicorn
 
     with _sigterm_after_cleanup() as stopped:
         with (
-            prepare(ref, project_dir, collect_dir, endpoint, deployment) as config,
+            prepare(ref, project_dir, collect_dir, endpoint, deployment, follow=follow) as config,
             _worker_environment(config, workers),
         ):
             if stopped:  # a SIGTERM during the checks: nothing to serve
@@ -335,6 +366,11 @@ def _announce(
     announce(f"serving {model} (sha256 {config.sha256[:12]}) on http://{host}:{port}")
     where = Path(collect_dir) / config.endpoint / config.deployment if collect_dir else "nowhere"
     announce(f"key: from {config.key_source}; collecting to {where}")
+    if config.follow:
+        alias = f"{model}@{config.identity.get('alias')}"
+        announce(
+            f"following {alias} (version {config.identity.get('version')} now) in {config.ledger}"
+        )
 
 
 @contextmanager

@@ -1,0 +1,258 @@
+"""``nbmill serve NAME@ALIAS --follow``: the endpoint follows its alias as the ledger records it,
+with no failed request, over real HTTP, a real MLflow registry and real alias moves."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from nbmill import context
+from nbmill.governance.ledger import Ledger
+from nbmill.models import aliases as moves
+from nbmill.project.config import artifact_root, load_config
+from nbmill.serving.follow import AliasWatch, Move
+from nbmill_example import diabetes
+from tests.conftest import ServeProcess, nbmill
+from tests.test_registry import register
+
+ALPHAS = {"1": 1.0, "2": 0.01, "3": 10.0}  # three versions that predict differently
+REQUESTS = 2000
+CLIENTS = 8
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """A project with one model in a sqlite MLflow store: versions 1, 2 and 3, 1 in production."""
+    import mlflow
+
+    project = tmp_path_factory.mktemp("project")
+    uri = f"sqlite:///{project}/mlflow.db"
+    train, test = diabetes.split(diabetes.load(), test_size=0.2, seed=42)
+    train_csv = project / "train.csv"
+    diabetes.save(train, train_csv)
+    data = SimpleNamespace(train_csv=train_csv)
+    fitted, name = {}, "follow-ridge"
+    previous = mlflow.get_tracking_uri()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        for key in (context.ENV_RUN_DIR, context.ENV_RUN_ID, context.ENV_STEP):
+            patch.delenv(key, raising=False)
+        mlflow.set_tracking_uri(uri)
+        mlflow.create_experiment("follow", artifact_location=artifact_root(uri, "follow"))
+        mlflow.set_experiment("follow")
+        for version, alpha in ALPHAS.items():
+            fitted[version] = diabetes.fit(train, alpha=alpha)
+            with mlflow.start_run():
+                info = diabetes.log_model(fitted[version], train)
+            register(info, name, project, project / f"m{version}", data, run_id=f"run-{version}")
+        moves.promote(name, "1", reason="first release", project_dir=project)
+        yield {"project": project, "name": name, "uri": uri, "fitted": fitted, "test": test}
+    mlflow.set_tracking_uri(previous)
+
+
+@pytest.fixture
+def production(registry, monkeypatch):
+    """Production back on version 1 (in the registry and the ledger) after the test."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry["uri"])
+    yield registry
+    if _alias(registry) != "1":
+        moves.promote(registry["name"], "1", reason="reset", project_dir=registry["project"])
+
+
+def _alias(registry) -> str:
+    from nbmill.models import store as st
+
+    store = st.Store.of(registry["project"])
+    return st.aliases_of(st.registered(store, registry["name"])).get("production")
+
+
+def _events(project: Path, kind: str) -> list[dict]:
+    return [e for e in Ledger(load_config(project).ledger).events() if e["type"] == kind]
+
+
+@dataclass
+class Answer:
+    sent: float
+    received: float
+    status: int
+    version: str | None
+    prediction: float | None
+    row: int
+
+
+class Client(threading.Thread):
+    """One keep-alive connection sending 1-row requests until the shared count runs out."""
+
+    def __init__(self, server: ServeProcess, rows: np.ndarray, counter, answers: list[Answer]):
+        super().__init__(daemon=True)
+        self.server, self.rows, self.counter, self.answers = server, rows, counter, answers
+
+    def run(self) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=30)
+        headers = {"Authorization": f"Bearer {self.server.key}"}
+        while (index := next(self.counter, None)) is not None:
+            row = index % len(self.rows)
+            data = {"columns": diabetes.FEATURES, "data": [self.rows[row].tolist()]}
+            sent = time.monotonic()
+            try:
+                connection.request("POST", "/score", json.dumps({"input_data": data}), headers)
+                response = connection.getresponse()
+                body = json.loads(response.read())
+                status, version = response.status, response.getheader("x-nbmill-model-version")
+            except (OSError, http.client.HTTPException, ValueError):
+                status, version, body = 0, None, {}
+                connection.close()
+            prediction = (body.get("predictions") or [None])[0]
+            self.answers.append(Answer(sent, time.monotonic(), status, version, prediction, row))
+
+
+def _versions_held(timeline: list[tuple[float, float, str]], start: str, at: tuple[float, float]):
+    """The versions the alias held at any moment of ``at``: ``timeline`` is each move's
+    (began, returned, version), ``start`` the version before the first."""
+    held, current = set(), start
+    sent, received = at
+    for began, returned, version in timeline:
+        if returned < sent:
+            current = version
+        elif began <= received:  # a move overlapping the request: either side of it
+            held |= {current, version}
+            current = version
+    return held | {current}
+
+
+def test_the_endpoint_follows_its_alias_with_no_failed_request_and_each_answer_names_its_version(
+    production, tmp_path
+):
+    project, name = production["project"], production["name"]
+    rows = production["test"][diabetes.FEATURES].to_numpy()
+    server = ServeProcess(f"{name}@production", cwd=project, collect_dir=tmp_path / "collected",
+                          extra=("--follow",))  # fmt: skip
+    try:
+        server.wait_ready()
+        answers: list[Answer] = []
+        counter = iter(range(REQUESTS))
+        clients = [Client(server, rows, counter, answers) for _ in range(CLIENTS)]
+        for client in clients:
+            client.start()
+        timeline = []
+        for version, after, move in (
+            ("2", 400, lambda: moves.promote(name, "2", reason="release 2", project_dir=project)),
+            ("1", 1200, lambda: moves.rollback(name, reason="latency", project_dir=project)),
+        ):
+            while len(answers) < after:
+                time.sleep(0.001)
+            began = time.monotonic()
+            move()
+            timeline.append((began, time.monotonic(), version))
+        for client in clients:
+            client.join(120)
+        health = json.loads(_get(server, "/health"))
+        metrics = _get(server, "/metrics")
+    finally:
+        server.stop()
+    assert len(answers) == REQUESTS
+    assert [a for a in answers if a.status != 200] == []  # no failed request
+    wrong = [
+        a for a in answers if a.version not in _versions_held(timeline, "1", (a.sent, a.received))
+    ]
+    assert wrong == [], f"{len(wrong)} answers named a version the alias did not hold then"
+    expected = {v: production["fitted"][v].predict(production["test"][diabetes.FEATURES])
+                for v in ("1", "2")}  # fmt: skip
+    assert all(abs(a.prediction - expected[a.version][a.row]) < 1e-9 for a in answers)
+    by_version = [a.version for a in sorted(answers, key=lambda a: a.received)]
+    assert "2" in by_version and by_version[-1] == "1"  # both answered; the rollback stuck
+    switches = [e["data"] for e in _events(project, "nbmill.model.deployed")][-2:]
+    assert [(d["previous_version"], d["version"]) for d in switches] == [("1", "2"), ("2", "1")]
+    assert all(d["target"] == f"serve:{name}/local" and d["model_sha256"] for d in switches)
+    assert (health["version"], health["alias_version"], health["follow_error"]) == ("1", "1", None)
+    assert (
+        f'nbmill_model_serving{{sha256="{switches[1]["model_sha256"]}",version="1"}} 1.0' in metrics
+    )
+    assert (
+        f'nbmill_model_serving{{sha256="{switches[0]["model_sha256"]}",version="2"}} 0.0' in metrics
+    )
+    collected = [json.loads(line) for p in (tmp_path / "collected").rglob("*.jsonl")
+                 if "model_inputs" in p.parts for line in p.read_text().splitlines()]  # fmt: skip
+    assert {r["modelversion"] for r in collected} == {"1", "2"} and len(collected) == REQUESTS
+
+
+def _get(server: ServeProcess, path: str) -> str:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.request("GET", path)
+    return connection.getresponse().read().decode()
+
+
+def test_a_version_whose_files_changed_is_not_served_and_health_says_why(production):
+    from nbmill.models import store as st
+
+    project, name = production["project"], production["name"]
+    client = st.Store.of(project).client
+    source = client.get_model_version_download_uri(name, "3")  # runs:/RUN/PATH
+    run_id, _, path = source.removeprefix("runs:/").partition("/")
+    stored = Path(client.get_run(run_id).info.artifact_uri.removeprefix("file://")) / path
+    target = next(p for p in stored.iterdir() if p.name.startswith("model."))
+    original = target.read_bytes()
+    server = ServeProcess(f"{name}@production", cwd=project, extra=("--follow",))
+    try:
+        server.wait_ready()
+        target.write_bytes(original + b"\0")  # the stored model changed after registration
+        deployed = len(_events(project, "nbmill.model.deployed"))
+        moves.promote(name, "3", reason="release 3", project_dir=project)
+        status, version = _score(server)
+        health = json.loads(_get(server, "/health"))
+    finally:
+        target.write_bytes(original)
+        server.stop()
+    assert (status, version) == (200, "1")  # the old version went on answering
+    assert health["alias_version"] == "3" and health["version"] == "1"
+    assert "version 3 not served" in health["follow_error"]
+    assert "recorded when it was registered" in health["follow_error"]
+    assert len(_events(project, "nbmill.model.deployed")) == deployed  # no switch recorded
+
+
+def _score(server: ServeProcess) -> tuple[int, str | None]:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    data = {"input_data": {"columns": diabetes.FEATURES, "data": [[0.0] * 10]}}
+    connection.request(
+        "POST", "/score", json.dumps(data), {"Authorization": f"Bearer {server.key}"}
+    )
+    response = connection.getresponse()
+    response.read()
+    return response.status, response.getheader("x-nbmill-model-version")
+
+
+@pytest.mark.parametrize("ref", ["follow-ridge/1", "."])
+def test_follow_needs_an_alias_and_says_so(production, ref):
+    done = nbmill("serve", ref, "--follow", "--port", "0", cwd=production["project"])
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "give a registered model's alias, NAME@ALIAS" in done.stderr
+
+
+def test_the_watch_reads_only_whole_new_lines_of_its_own_alias(tmp_path):
+    ledger = tmp_path / "ledger.jsonl"
+
+    def entry(seq: int, model: str, alias: str, version: str) -> bytes:
+        data = {"model": model, "alias": alias, "version": version, "why": f"w{seq}"}
+        event = {"type": "nbmill.model.promoted", "data": data}
+        return json.dumps({"seq": seq, "event": event}).encode() + b"\n"
+
+    watch = AliasWatch(ledger, "m", "production")
+    assert not watch.changed() and watch.read() is None  # no ledger yet
+    ledger.write_bytes(entry(1, "m", "production", "1") + entry(2, "other", "production", "9"))
+    assert watch.changed() and watch.read() == Move("1", "w1", 1)
+    assert not watch.changed() and watch.read() is None  # nothing new
+    line = entry(3, "m", "staging", "5") + entry(4, "m", "production", "2")
+    with open(ledger, "ab") as handle:
+        handle.write(line[:-10])  # a line still being written
+    assert watch.changed() and watch.read() is None  # the staging move is not this alias
+    with open(ledger, "ab") as handle:
+        handle.write(line[-10:])
+    assert watch.read() == Move("2", "w4", 4) and watch.last == Move("2", "w4", 4)
