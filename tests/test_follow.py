@@ -185,9 +185,15 @@ def test_the_endpoint_follows_its_alias_with_no_failed_request_and_each_answer_n
 
 
 def _get(server: ServeProcess, path: str) -> str:
+    """The body of GET ``path``, which names the version answering in its header too."""
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     connection.request("GET", path)
-    return connection.getresponse().read().decode()
+    response = connection.getresponse()
+    body = response.read().decode()
+    version = response.getheader("x-nbmill-model-version")
+    if path == "/health":
+        assert version == json.loads(body)["version"]
+    return body
 
 
 def test_a_version_whose_files_changed_is_not_served_and_health_says_why(production):
@@ -256,3 +262,20 @@ def test_the_watch_reads_only_whole_new_lines_of_its_own_alias(tmp_path):
     with open(ledger, "ab") as handle:
         handle.write(line[-10:])
     assert watch.read() == Move("2", "w4", 4) and watch.last == Move("2", "w4", 4)
+
+
+def test_each_worker_follows_on_its_own(production):
+    project, name = production["project"], production["name"]
+    server = ServeProcess(f"{name}@production", cwd=project, workers=2, extra=("--follow",))
+    try:
+        server.wait_ready()
+        before = len(_events(project, "nbmill.model.deployed"))
+        assert {_score(server)[1] for _ in range(20)} == {"1"}
+        moves.promote(name, "2", reason="release 2", project_dir=project)
+        answered = [_score(server) for _ in range(40)]  # a new connection each: both workers
+    finally:
+        server.stop()
+    assert set(answered) == {(200, "2")}
+    switches = [e["data"] for e in _events(project, "nbmill.model.deployed")[before:]]
+    assert {(d["previous_version"], d["version"]) for d in switches} == {("1", "2")}
+    assert len({d["instance"] for d in switches}) == len(switches)  # one record per worker

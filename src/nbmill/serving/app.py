@@ -85,6 +85,9 @@ class ScoringApp:
         self.served = new
         self.metrics.serving(new.version, new.sha256, old.version)
 
+    def _answering(self) -> Served:
+        return self.served if self.follower is None else self.follower.served
+
     def _health(self) -> bytes:
         if self.follower is None:
             return self.health
@@ -104,9 +107,11 @@ class ScoringApp:
                 return
             await self._score(scope, receive, send)
         elif path == "/health" and method == "GET":
-            await _respond_bytes(send, 200, self._health(), b"application/json")
+            await _respond_bytes(send, 200, self._health(), b"application/json",
+                                 version=self._answering().header)  # fmt: skip
         elif path == "/metrics" and method == "GET":
-            await _respond_bytes(send, 200, self.metrics.render(), CONTENT_TYPE)
+            await _respond_bytes(send, 200, self.metrics.render(), CONTENT_TYPE,
+                                 version=self._answering().header)  # fmt: skip
         else:
             await _respond(send, 404, {"error": f"no {method} {path}: try POST /score"})
 
