@@ -13,6 +13,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -135,6 +137,31 @@ def project(tmp_path: Path) -> Path:
     (tmp_path / "pipelines").mkdir()
     (tmp_path / "notebooks").mkdir()
     return tmp_path
+
+
+@contextmanager
+def mlflow_store(folder: Path, experiment: str) -> Iterator[str]:
+    """A sqlite MLflow store in ``folder``, with ``experiment`` made and current, for the
+    block: this process's tracking URI and MLFLOW_TRACKING_URI (its children's) point at it,
+    outside any nbmill run. Yields its URI."""
+    import mlflow
+
+    from nbmill import context
+    from nbmill.project.config import artifact_root
+
+    uri = f"sqlite:///{folder}/mlflow.db"
+    previous = mlflow.get_tracking_uri()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        for key in (context.ENV_RUN_DIR, context.ENV_RUN_ID, context.ENV_STEP):
+            patch.delenv(key, raising=False)
+        mlflow.set_tracking_uri(uri)
+        try:
+            mlflow.create_experiment(experiment, artifact_location=artifact_root(uri, experiment))
+            mlflow.set_experiment(experiment)
+            yield uri
+        finally:
+            mlflow.set_tracking_uri(previous)
 
 
 class ServeProcess:

@@ -14,13 +14,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from nbmill import context
 from nbmill.governance.ledger import Ledger
 from nbmill.models import aliases as moves
-from nbmill.project.config import artifact_root, load_config
+from nbmill.project.config import load_config
 from nbmill.serving.follow import AliasWatch, Move
 from nbmill_example import diabetes
-from tests.conftest import ServeProcess, nbmill
+from tests.conftest import ServeProcess, mlflow_store, nbmill
 from tests.test_registry import register
 
 ALPHAS = {"1": 1.0, "2": 0.01, "3": 10.0}  # three versions that predict differently
@@ -34,20 +33,12 @@ def registry(tmp_path_factory):
     import mlflow
 
     project = tmp_path_factory.mktemp("project")
-    uri = f"sqlite:///{project}/mlflow.db"
     train, test = diabetes.split(diabetes.load(), test_size=0.2, seed=42)
     train_csv = project / "train.csv"
     diabetes.save(train, train_csv)
     data = SimpleNamespace(train_csv=train_csv)
     fitted, name = {}, "follow-ridge"
-    previous = mlflow.get_tracking_uri()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        for key in (context.ENV_RUN_DIR, context.ENV_RUN_ID, context.ENV_STEP):
-            patch.delenv(key, raising=False)
-        mlflow.set_tracking_uri(uri)
-        mlflow.create_experiment("follow", artifact_location=artifact_root(uri, "follow"))
-        mlflow.set_experiment("follow")
+    with mlflow_store(project, "follow") as uri:
         for version, alpha in ALPHAS.items():
             fitted[version] = diabetes.fit(train, alpha=alpha)
             with mlflow.start_run():
@@ -55,7 +46,6 @@ def registry(tmp_path_factory):
             register(info, name, project, project / f"m{version}", data, run_id=f"run-{version}")
         moves.promote(name, "1", reason="first release", project_dir=project)
         yield {"project": project, "name": name, "uri": uri, "fitted": fitted, "test": test}
-    mlflow.set_tracking_uri(previous)
 
 
 @pytest.fixture

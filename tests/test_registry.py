@@ -22,11 +22,11 @@ from nbmill.governance.ledger import Ledger
 from nbmill.models import aliases as moves
 from nbmill.models import evaluate, registry
 from nbmill.models.gate import gate
-from nbmill.project.config import artifact_root, load_config, tracking_uri
+from nbmill.project.config import load_config, tracking_uri
 from nbmill.records.provenance import who
 from nbmill.records.record import RunRecord
 from nbmill_example import diabetes
-from tests.conftest import run_fields
+from tests.conftest import mlflow_store, run_fields
 
 GATE = {"metric": "r2", "greater_is_better": True, "min_improvement": 0.0}
 
@@ -34,20 +34,8 @@ GATE = {"metric": "r2", "greater_is_better": True, "min_improvement": 0.0}
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """One MLflow store for the module; each test registers its own model name."""
-    import mlflow
-
-    folder = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{folder}/mlflow.db"
-    previous = mlflow.get_tracking_uri()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        for key in (context.ENV_RUN_DIR, context.ENV_RUN_ID, context.ENV_STEP):
-            patch.delenv(key, raising=False)
-        mlflow.set_tracking_uri(uri)
-        mlflow.create_experiment("registry", artifact_location=artifact_root(uri, "x"))
-        mlflow.set_experiment("registry")
+    with mlflow_store(tmp_path_factory.mktemp("mlflow"), "registry") as uri:
         yield uri
-    mlflow.set_tracking_uri(previous)
 
 
 @pytest.fixture(scope="module")
