@@ -265,9 +265,9 @@ def test_an_item_that_cannot_be_written_is_counted_and_the_rest_are_written(tmp_
     assert "1 record(s) not written" in capsys.readouterr().err
 
 
-def _wait_dead(pid: int) -> None:
+def _wait_dead(pid: int, timeout: float = 30) -> None:
     """Until ``pid`` has exited (a zombie, its pipes closed, counts as exited)."""
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + timeout
     while True:
         try:
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -287,10 +287,15 @@ def test_a_dead_writer_costs_only_the_requests_it_was_sent_and_a_new_one_takes_o
     collector.flush()
     first = collector.writer_pid
     assert first != os.getpid() and collector.written == 1
+    os.kill(first, signal.SIGSTOP)  # it reads nothing more
+    collector.add(scored(2.0))
+    collector.flush(timeout=0)  # sent, and waiting in the pipe when the writer dies
     os.kill(first, signal.SIGKILL)
     _wait_dead(first)
-    collector.add(scored(2.0))  # sent to the dead writer: lost, and counted
-    collector.flush()
+    deadline = time.monotonic() + 10
+    while collector.errors == 0:  # the collector sees its writer's end
+        assert time.monotonic() < deadline, "the writer's end was not noticed"
+        time.sleep(0.01)
     collector.add(scored(3.0))
     collector.close()
     assert collector.writer_pid != first
@@ -313,11 +318,7 @@ def test_the_writer_finishes_what_it_was_sent_when_the_server_is_killed(tmp_path
     )
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True)
     assert done.returncode == -signal.SIGKILL, done.stderr
-    orphan = Path(f"/proc/{int(done.stdout)}")
-    deadline = time.monotonic() + 30
-    while orphan.exists():  # still writing: it ends, once done, as its stdin has ended
-        assert time.monotonic() < deadline, "the orphaned writer did not end"
-        time.sleep(0.05)
+    _wait_dead(int(done.stdout))  # it ends once done writing, as its stdin has ended
     assert [r["data"][0]["a"] for r in read_lines(tmp_path)] == [float(i) for i in range(2000)]
 
 
