@@ -17,6 +17,7 @@ import pytest
 from nbmill import _hashing
 from nbmill.collection import read_lines
 from nbmill.models.package import package_model
+from nbmill.serving import collect
 from nbmill.serving import request as request_module
 from nbmill.serving.batching import Batcher
 from nbmill.serving.collect import Collector, Deployment, Scored
@@ -302,6 +303,27 @@ def test_a_dead_writer_costs_only_the_requests_it_was_sent_and_a_new_one_takes_o
     assert [r["data"][0]["a"] for r in read_lines(tmp_path)] == [1.0, 3.0]
     assert (collector.written, collector.errors) == (2, 1)
     assert "the collection writer stopped" in capsys.readouterr().err
+
+
+def test_a_writer_that_cannot_start_is_retried_with_a_growing_wait_and_its_requests_counted(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(collect, "WRITER", "nbmill.no_such_writer")  # python -m fails at once
+    collector = Collector(tmp_path, WHERE, flush_s=3600)
+    started = {collector.writer_pid}
+    deadline = time.monotonic() + 2.0
+    sent = 0
+    while time.monotonic() < deadline:
+        collector.add(scored(float(sent)))
+        collector.flush(timeout=0.1)
+        sent += 1
+        started.add(collector.writer_pid)
+        time.sleep(0.02)
+    collector.close()
+    assert sent > 40 and 2 <= len(started) <= 4  # 0, 0.5 and 1 s waits, not one per flush
+    assert (collector.written, collector.errors) == (0, sent)
+    assert "the collection writer stopped (exit code 1)" in capsys.readouterr().err
+    assert read_lines(tmp_path) == []
 
 
 def test_the_writer_finishes_what_it_was_sent_when_the_server_is_killed(tmp_path):

@@ -21,6 +21,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +35,8 @@ MAX_PENDING = 100_000  # items waiting for the writer; past this they are droppe
 AGENT = "nbmill-serve"
 WRITER = "nbmill.serving.collect_writer"
 CLOSE_S = 60.0  # how long close() waits for the writer to write what it was sent
+QUICK_DEATH_S = 5.0  # a writer that ends sooner than this is started again only after a wait
+RESTART_MAX_S = 30.0  # the longest wait
 LENGTH = struct.Struct("<Q")  # a frame on the writer's stdin: its length, then a pickle
 
 
@@ -78,6 +81,7 @@ class _Writer:
         self.process = process
         self.waiting: dict[int, int] = {}  # frame number -> requests in it
         self.ended = False  # its answers ended: it exited (or was killed)
+        self.started = self.ended_at = time.monotonic()
         self.answers: threading.Thread | None = None
 
 
@@ -114,6 +118,7 @@ class Collector:
         self._reasons: set[str] = set()
         self.on_error: Callable[[int], Any] = lambda count: None  # e.g. a Prometheus counter
         self.on_drop: Callable[[int], Any] = lambda count: None
+        self._restart_delay = 0.0  # before a writer is started anew (see _restart)
         self._writer = self._start_writer()
         self._thread = threading.Thread(target=self._run, name="nbmill-collect", daemon=True)
         self._thread.start()
@@ -182,6 +187,17 @@ class Collector:
             pass  # it died at once: its answers end, and the next frame starts another
         return writer
 
+    def _restart(self) -> None:
+        """A new writer for the one that ended: at once, unless the last ones each died
+        quickly (one that cannot start); then after a wait that doubles each time, up to
+        RESTART_MAX_S. Frames meanwhile go to the ended writer: lost, and counted."""
+        ended = self._writer
+        if ended.ended_at - ended.started >= QUICK_DEATH_S:  # it had worked
+            self._restart_delay = 0.0
+        if time.monotonic() >= ended.ended_at + self._restart_delay:
+            self._writer = self._start_writer()
+            self._restart_delay = min(RESTART_MAX_S, self._restart_delay * 2 or 0.5)
+
     def _run(self) -> None:
         while not self._stop.wait(self.flush_s):
             self._send()
@@ -193,7 +209,7 @@ class Collector:
             items, self._items = self._items, []
         with self._send_lock:
             if self._writer.ended and not self._closed:
-                self._writer = self._start_writer()
+                self._restart()
             writer = self._writer
             if not items:
                 return self._seq, writer
@@ -232,7 +248,7 @@ class Collector:
         except subprocess.TimeoutExpired:
             pass
         with self._acked:
-            writer.ended = True
+            writer.ended, writer.ended_at = True, time.monotonic()
             lost = sum(writer.waiting.values())
             writer.waiting.clear()
             self._acked.notify_all()
