@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -76,10 +77,16 @@ def pull(settings, run_ids: list[str], mirror=None) -> None:
 
 
 def _mirror(settings):
+    return _mirror_of(settings.archive, settings.project_dir)
+
+
+@functools.lru_cache(maxsize=4)
+def _mirror_of(archive: str, project_dir: Path):
+    """One mirror (and one client of the archive's store) per archive, for the command."""
     from nbmill.archive import open_archive
     from nbmill.archive.mirror import Mirror
 
-    return Mirror.of(open_archive(settings.archive, settings.project_dir), settings.project_dir)
+    return Mirror.of(open_archive(archive, project_dir), project_dir)
 
 
 def print_json(data: Any) -> None:
