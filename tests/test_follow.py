@@ -3,6 +3,7 @@ with no failed request, over real HTTP, a real MLflow registry and real alias mo
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import threading
@@ -17,7 +18,8 @@ import pytest
 from nbmill.governance.ledger import Ledger
 from nbmill.models import aliases as moves
 from nbmill.project.config import load_config
-from nbmill.serving.follow import AliasWatch, Move
+from nbmill.serving.follow import PROMOTED, AliasWatch, Follower, Move, Served
+from nbmill.serving.request import Signature
 from nbmill_example import diabetes
 from tests.conftest import ServeProcess, mlflow_store, nbmill
 from tests.test_registry import register
@@ -269,3 +271,88 @@ def test_each_worker_follows_on_its_own(production):
     switches = [e["data"] for e in _events(project, "nbmill.model.deployed")[before:]]
     assert {(d["previous_version"], d["version"]) for d in switches} == {("1", "2")}
     assert len({d["instance"] for d in switches}) == len(switches)  # one record per worker
+
+
+# --- the switch, on its own: real asyncio, a real ledger file, models that are plain objects ---
+
+
+class Constant:
+    """A model that predicts one number for every row."""
+
+    def __init__(self, value: float):
+        self.value = value
+
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        return np.full(len(rows), self.value)
+
+
+def _served(version: str, columns: tuple[str, ...] = ("a", "b")) -> Served:
+    signature = Signature(columns, ("double",) * len(columns))
+    return Served(
+        Constant(float(version)), signature, version, f"sha-{version}", {"version": version}
+    )
+
+
+def _promote(ledger: Path, seq: int, version: str) -> None:
+    data = {"model": "m", "alias": "production", "version": version, "why": f"move {seq}"}
+    with open(ledger, "a") as handle:
+        handle.write(json.dumps({"seq": seq, "event": {"type": PROMOTED, "data": data}}) + "\n")
+
+
+def _follower(tmp_path: Path, versions: dict[str, Served], announced: list, gate=None) -> Follower:
+    def load(version: str, sample) -> Served:
+        if gate is not None:
+            gate.wait(10)  # the test says when loading may finish
+        return versions[version]
+
+    watch = AliasWatch(tmp_path / "ledger.jsonl", "m", "production")
+    record = lambda old, new, move: announced.append((old.version, new.version))  # noqa: E731
+    return Follower(versions["1"], watch, load, record, lambda old, new, move: None)
+
+
+def test_a_version_with_other_input_columns_is_not_switched_to(tmp_path):
+    announced: list = []
+    follower = _follower(tmp_path, {"1": _served("1"), "2": _served("2", ("a", "c"))}, announced)
+
+    async def scenario() -> Served:
+        _promote(tmp_path / "ledger.jsonl", 1, "2")
+        return follower.now() or await follower.next()
+
+    served = asyncio.run(scenario())
+    assert served.version == "1" and announced == []
+    assert "input columns (a, c) are not the ones served (a, b)" in follower.state()["follow_error"]
+
+
+def test_a_request_cancelled_while_it_waits_does_not_cancel_the_switch(tmp_path):
+    announced: list = []
+    gate = threading.Event()
+    follower = _follower(tmp_path, {"1": _served("1"), "2": _served("2")}, announced, gate)
+
+    async def scenario() -> list[str]:
+        _promote(tmp_path / "ledger.jsonl", 1, "2")
+        assert follower.now() is None  # the switch is under way
+        waiting = [asyncio.ensure_future(follower.next()) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        waiting[0].cancel()  # a client went away
+        gate.set()
+        done = await asyncio.gather(*waiting[1:])
+        return [s.version for s in done]
+
+    assert asyncio.run(scenario()) == ["2", "2"]
+    assert follower.served.version == "2" and announced == [("1", "2")]
+
+
+def test_the_watch_skips_lines_that_are_not_entries_and_follows_a_replaced_ledger(tmp_path):
+    ledger = tmp_path / "ledger.jsonl"
+    ledger.write_text('{"event": "oops"}\n[1, 2]\nnot json\n')
+    _promote(ledger, 1, "2")
+    watch = AliasWatch(ledger, "m", "production")
+    assert watch.read() == Move("2", "move 1", 1)
+    replaced = tmp_path / "new.jsonl"
+    _promote(replaced, 1, "3")
+    _promote(replaced, 2, "4")  # longer than what was read: only its inode says it is new
+    replaced.replace(ledger)
+    assert watch.changed() and watch.read() == Move("4", "move 2", 2)
+    with open(ledger, "a") as handle:
+        handle.write('{"seq": 3, "event"')  # cut short: read once, then not again
+    assert watch.changed() and watch.read() is None and not watch.changed()

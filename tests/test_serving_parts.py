@@ -326,6 +326,19 @@ def test_a_writer_that_cannot_start_is_retried_with_a_growing_wait_and_its_reque
     assert read_lines(tmp_path) == []
 
 
+def test_a_line_left_half_written_by_a_killed_writer_is_cut_before_the_next_is_written(tmp_path):
+    first = Collector(tmp_path, WHERE, flush_s=3600)
+    first.add(scored(1.0))
+    first.close()
+    (path,) = (tmp_path / "ep/blue/model_inputs").rglob("w1.jsonl")
+    whole = path.read_bytes()
+    path.write_bytes(whole + whole[: len(whole) // 2])  # killed in the middle of a write
+    second = Collector(tmp_path, WHERE, flush_s=3600)
+    second.add(scored(2.0))
+    second.close()
+    assert [r["data"][0]["a"] for r in read_lines(tmp_path)] == [1.0, 2.0]  # every line reads
+
+
 def test_the_writer_finishes_what_it_was_sent_when_the_server_is_killed(tmp_path):
     script = (
         "import os, signal\n"

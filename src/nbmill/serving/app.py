@@ -137,7 +137,7 @@ class ScoringApp:
             self._check_key(scope)
             body = await self._read_body(scope, receive)
             if self.follower is not None:  # the version the alias points at, once loaded
-                served = self.follower.now() or await self.follower.switching
+                served = self.follower.now() or await self.follower.next()
             matrix = parse_request(body, served.signature)
             values = await served.batcher.score(matrix)
             if self.follower is not None:

@@ -111,7 +111,7 @@ class Collector:
         self._acked = threading.Condition()  # the counts, and each writer's frames waiting
         self._seq = 0  # frames sent
         self._stop = threading.Event()
-        self._closed = False
+        self._closed = self._final = False
         self.written = 0  # requests written
         self.errors = 0  # requests that could not be written (each reason is logged once)
         self.dropped = 0  # requests refused because the writer fell behind
@@ -126,7 +126,7 @@ class Collector:
     def add(self, item: Scored) -> None:
         """Queue one scored request (the hot path: an append under a lock)."""
         with self._lock:
-            if len(self._items) >= self.max_pending:
+            if len(self._items) >= self.max_pending or self._closed:
                 self.dropped += 1
                 self.on_drop(1)
                 return
@@ -141,25 +141,30 @@ class Collector:
             )
 
     def close(self) -> None:
-        """Send what is left, then wait for the writer to write it all and end."""
+        """Send what is left, then wait for the writer to write it all and end: CLOSE_S at
+        most, after which a writer that hangs (a stuck disk) is killed, and what it had not
+        written is counted."""
         if self._closed:
             return
-        self._stop.set()
-        self._thread.join()
-        self._send()
-        with self._send_lock:
-            self._closed = True
-            writer = self._writer
-            try:
-                writer.process.stdin.close()
-            except OSError:
-                pass
-            try:
-                writer.process.wait(CLOSE_S)
-            except subprocess.TimeoutExpired:
-                writer.process.kill()
+        self._closed = True  # adds are refused (and counted) from now on
+        watchdog = threading.Timer(CLOSE_S, lambda: self._writer.process.kill())
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            self._stop.set()
+            self._thread.join()
+            self._send()  # to a new writer if this one died: the last frame is written too
+            with self._send_lock:
+                self._final = True  # no writer is started from now on
+                writer = self._writer
+                try:
+                    writer.process.stdin.close()
+                except OSError:
+                    pass
                 writer.process.wait()
-        writer.answers.join()
+            writer.answers.join()
+        finally:
+            watchdog.cancel()
 
     @property
     def writer_pid(self) -> int:
@@ -205,10 +210,10 @@ class Collector:
     def _send(self) -> tuple[int, _Writer]:
         """Ship the buffer as one frame: its number (the last one's if nothing was new), and
         the writer it went to."""
-        with self._lock:
-            items, self._items = self._items, []
-        with self._send_lock:
-            if self._writer.ended and not self._closed:
+        with self._send_lock:  # taken first: a flush waits for a frame being sent to go
+            with self._lock:
+                items, self._items = self._items, []
+            if self._writer.ended and not self._final:
                 self._restart()
             writer = self._writer
             if not items:
@@ -235,18 +240,28 @@ class Collector:
             return self._seq, writer
 
     def _read_answers(self, writer: _Writer) -> None:
-        for line in writer.process.stdout:
-            answer = json.loads(line)
-            for count, why in answer["failed"]:
-                self._failed(count, why)
-            with self._acked:
-                self.written += answer["written"]
-                writer.waiting.pop(answer["seq"], None)
-                self._acked.notify_all()
         try:
+            for line in writer.process.stdout:
+                try:
+                    answer = json.loads(line)
+                    seq, written, failed = answer["seq"], answer["written"], answer["failed"]
+                except (ValueError, KeyError, TypeError):
+                    continue  # not an answer: the frames it would name are counted at the end
+                for count, why in failed:
+                    self._failed(count, why)
+                with self._acked:
+                    self.written += written
+                    writer.waiting.pop(seq, None)
+                    self._acked.notify_all()
             writer.process.wait(CLOSE_S)
-        except subprocess.TimeoutExpired:
-            pass
+        except Exception as exc:  # the writer is taken for ended; it is killed, counted below
+            print(f"warning: collection: reading the writer's answers: {exc}", file=sys.stderr)
+            writer.process.kill()
+        finally:
+            self._ended(writer)
+
+    def _ended(self, writer: _Writer) -> None:
+        """The writer's answers ended: what it was sent and did not write is lost, counted."""
         with self._acked:
             writer.ended, writer.ended_at = True, time.monotonic()
             lost = sum(writer.waiting.values())

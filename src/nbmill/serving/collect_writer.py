@@ -148,12 +148,15 @@ class LineWriter:
 
     def _write(self, name: str, folder: Path, data: bytes) -> None:
         key = (name, str(folder))
-        part = self._parts.get(key, 0)
+        part = self._parts.get(key)
+        if part is None:  # the first write here: after the parts a writer before wrote
+            part = 0
+            while self._path(folder, part + 1).exists():
+                part += 1
         path = self._path(folder, part)
         if path.exists() and path.stat().st_size + len(data) > self.max_bytes:
             part += 1
             path = self._path(folder, part)
-        self._parts[key] = part
         if folder not in self._made:
             folder.mkdir(parents=True, exist_ok=True)
             self._made.add(folder)
@@ -163,13 +166,40 @@ class LineWriter:
             folder.mkdir(parents=True, exist_ok=True)
             handle = open(path, "ab")
         with handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if self._parts.get(key) != part:  # a file new to this writer: end on a whole line
+                _cut_to_whole_lines(handle)
+            self._parts[key] = part
+            start = handle.tell()
+            try:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            except OSError:  # a full disk, say: no line left half-written
+                handle.truncate(start)
+                raise
 
     def _path(self, folder: Path, part: int) -> Path:
         suffix = f"_{part:04d}" if part else ""  # sorts after the first
         return folder / f"{self.deployment.instance}{suffix}.jsonl"
+
+
+def _cut_to_whole_lines(handle: BinaryIO) -> None:
+    """Drop a last line left half-written (a writer killed mid-write; its request was counted
+    as not written), so that every line of the file reads as JSON."""
+    size = end = handle.seek(0, os.SEEK_END)
+    with open(handle.name, "rb") as reader:
+        while end > 0:  # back from the end, a block at a time, to the last newline
+            start = max(0, end - (1 << 16))
+            reader.seek(start)
+            block = reader.read(end - start)
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                end = start + cut + 1
+                break
+            end = start
+    if end != size:
+        handle.truncate(end)
+        handle.seek(0, os.SEEK_END)
 
 
 def _head_fields(deployment: Deployment) -> dict[str, bytes]:

@@ -68,34 +68,49 @@ class AliasWatch:
         self.ledger = Path(ledger)
         self.name, self.alias = name, alias
         self._offset = 0  # bytes read, up to the end of the last whole line
+        self._seen: tuple[int, int] | None = None  # (size, inode) when last read
         self.last: Move | None = None  # the newest move of the alias seen
 
     def changed(self) -> bool:
-        """Whether the ledger has bytes not read yet (one ``stat``)."""
+        """Whether the ledger changed since it was last read (one ``stat``)."""
         try:
-            return os.stat(self.ledger).st_size != self._offset
+            stat = os.stat(self.ledger)
         except FileNotFoundError:
             return False
+        return (stat.st_size, stat.st_ino) != self._seen
 
     def read(self) -> Move | None:
         """The newest move of the alias among the entries not read before, if any."""
         try:
             with open(self.ledger, "rb") as handle:
-                if os.fstat(handle.fileno()).st_size < self._offset:  # replaced: read anew
+                stat = os.fstat(handle.fileno())
+                seen = (stat.st_size, stat.st_ino)
+                if self._seen is not None and (
+                    stat.st_ino != self._seen[1] or stat.st_size < self._offset
+                ):  # another file now: read anew
                     self._offset = 0
                 handle.seek(self._offset)
-                data = handle.read()
+                data = handle.read(stat.st_size - self._offset)
         except FileNotFoundError:
             return None
-        whole = data.rfind(b"\n") + 1  # a line still being written is read next time
+        self._seen = seen
+        whole = data.rfind(b"\n") + 1  # a line still being written is read once it grew
         self._offset += whole
         found = None
         for line in data[:whole].splitlines():
-            try:
-                entry = json.loads(line)
-                event = entry["event"]
-            except (ValueError, KeyError, TypeError):
-                continue  # not an entry: `nbmill verify` names it; serving goes on
+            move = self._move(line)
+            if move is not None:
+                found = move
+        if found is not None:
+            self.last = found
+        return found
+
+    def _move(self, line: bytes) -> Move | None:
+        """The line's move of this alias, or None (another event, or not an entry at all:
+        ``nbmill verify`` names those; serving goes on)."""
+        try:
+            entry = json.loads(line)
+            event = entry["event"]
             info = event.get("data") or {}
             if (
                 event.get("type") == PROMOTED
@@ -103,10 +118,10 @@ class AliasWatch:
                 and info.get("alias") == self.alias
                 and info.get("version") is not None
             ):
-                found = Move(str(info["version"]), info.get("why"), entry.get("seq", 0))
-        if found is not None:
-            self.last = found
-        return found
+                return Move(str(info["version"]), info.get("why"), int(entry.get("seq", 0)))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass
+        return None
 
 
 Loader = Callable[[str, "np.ndarray | None"], Served]  # (version, rows to smoke-score) -> Served
@@ -145,6 +160,17 @@ class Follower:
             self._read()
         return self.served if self.switching is None else None
 
+    async def next(self) -> Served:
+        """The version that answers once the switch under way is done (the one answering
+        now if it failed). A request cancelled while it waits does not cancel the switch."""
+        task = self.switching
+        if task is None:
+            return self.served
+        try:
+            return await asyncio.shield(task)
+        except Exception:  # logged by the switch; the version answering goes on
+            return self.served
+
     def state(self) -> dict[str, Any]:
         """For /health: what is followed, where the ledger says it points, and any error."""
         target = self.target.version if self.target else self.served.version
@@ -160,7 +186,9 @@ class Follower:
         if move is None or (self.target is not None and move == self.target):
             return
         self.target = move
-        if self.switching is None and move.version != self.served.version:
+        if move.version == self.served.version:
+            self.error = None  # back where it is: whatever failed is moot
+        elif self.switching is None:
             self.switching = asyncio.ensure_future(self._switch())
 
     async def _switch(self) -> Served:
@@ -188,8 +216,15 @@ class Follower:
         return self.served
 
     def _prepare(self, move: Move, old: Served) -> Served:
-        """In a thread: the version loaded (or kept from before), and its switch recorded."""
+        """In a thread: the version loaded (or kept from before), and its switch recorded.
+        A version with other input columns is not switched to: the collection, and the
+        clients, are made for the columns served (deploy it as another deployment)."""
         new = self.loaded.get(move.version) or self.load(move.version, self.sample)
+        if new.signature.columns != old.signature.columns:
+            raise ValueError(
+                f"its input columns ({', '.join(new.signature.columns)}) are not the ones "
+                f"served ({', '.join(old.signature.columns)}); serve it as another deployment"
+            )
         self.announce(old, new, move)
         return new
 
