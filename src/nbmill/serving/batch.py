@@ -171,14 +171,13 @@ def score_file(
     with prepare(ref, project_dir, collect_dir, deployment="batch") as config:
         _MODEL = _load(Path(config.model_dir), config)
         done.model = config.identity
-        collector = None
+        collector = where = None
         if collect_dir is not None:
             identity = config.identity
             where = Deployment(config.endpoint, config.deployment, tuple(config.columns),
                                model_name=identity.get("model"),
                                model_version=identity.get("version"),
                                model_alias=identity.get("alias"))  # fmt: skip
-            collector = Collector(Path(collect_dir), where)
             done.collected = str(Path(collect_dir) / config.endpoint / config.deployment)
         job = uuid.uuid4().hex[:12]
         out = _Output(Path(output))
@@ -187,10 +186,15 @@ def score_file(
         columns, csv = tuple(config.columns), out.suffix == ".csv"
 
         def finish_one() -> None:
+            nonlocal collector
             frame, future, at = pending.popleft()
             chunk: _Chunk = future.result()
             if len(chunk.predictions):
                 out.write(frame, chunk)
+                if where is not None and collector is None:
+                    # Started once the pool has forked its workers (at its first task), so
+                    # that none of them holds the writer's pipe open.
+                    collector = Collector(Path(collect_dir), where)
                 if collector is not None:
                     request_id = f"batch-{job}-{done.chunks:06d}"
                     collector.add(Request(at, 200, 0.0, request_id, matrix=chunk.rows,
@@ -207,7 +211,7 @@ def score_file(
             for frame in chunks(Path(source), chunk_rows):
                 header = start == 0
                 future = pool.submit(_score, frame, columns, start, csv, header,
-                                     collector is not None)  # fmt: skip
+                                     where is not None)  # fmt: skip
                 pending.append((frame, future, time.time()))
                 while len(pending) > 2 * workers:
                     finish_one()
