@@ -157,6 +157,27 @@ def test_cancelling_a_run_records_it_as_interrupted(lab):
     assert ended["run"]["status"] == "interrupted"
 
 
+def test_a_run_still_going_when_the_server_stops_is_recorded_as_interrupted(tmp_path):
+    root = tiny_project(tmp_path / "project")
+    server = Jupyter(root)
+    try:
+        _, job = server.call("POST", "/nbmill/api/runs", {
+            "pipeline": "pipelines/tiny.yml", "overrides": ["slow.seconds=120"],
+            "reason": "the server stops",
+        })  # fmt: skip
+        running = wait_for(
+            server, job["id"],
+            lambda s: s["run"] and (s["run"]["steps"].get("slow") or {}).get("status") == "running",
+        )  # fmt: skip
+    finally:
+        server.stop()  # SIGTERM, as Ctrl-C or a service manager stops it
+    assert server.process.returncode is not None
+    run = json.loads((Path(running["run_dir"]) / "run.json").read_text())
+    assert run["status"] == "interrupted"
+    stat = Path(f"/proc/{run['runner']['pid']}/stat")  # the runner has exited
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def test_editing_a_notebook_shows_the_steps_that_use_it_and_their_parameters(lab):
     server, _ = lab
     _, found = server.call("GET", "/nbmill/api/notebook?path=notebooks/first.ipynb")

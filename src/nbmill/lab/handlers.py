@@ -17,6 +17,7 @@ password: no second key), for the project the server was started in.
 
 from __future__ import annotations
 
+import atexit
 import json
 import threading
 from pathlib import Path
@@ -184,6 +185,10 @@ def setup(serverapp) -> None:
         (r"jobs/([\w-]+)", Job),
         ("notebook", Notebook),
     ]
+    # Runs started here end with the server (SIGTERM to each, so each is recorded
+    # `interrupted`), not orphaned: Jupyter Server has no stop hook for a module extension,
+    # and runs atexit handlers when it stops.
+    atexit.register(context["jobs"].stop_all)
     # Read every run.json once now, in the background, so the first full list is answered
     # from memory too.
     threading.Thread(target=context["runs"].rows, name="nbmill-runs", daemon=True).start()

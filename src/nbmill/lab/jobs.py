@@ -111,6 +111,15 @@ class Jobs:
         with self._lock:
             return list(self._jobs.values())
 
-    def stop_all(self) -> None:
-        for job in self.all():
+    def stop_all(self, wait_s: float = 15.0) -> None:
+        """Cancel every run still going (each ends ``interrupted``, as by Cancel) and wait up
+        to ``wait_s`` for them: the server is stopping, and no run outlives it unrecorded."""
+        going = [job for job in self.all() if job.process.poll() is None]
+        for job in going:
             job.cancel()
+        deadline = time.monotonic() + wait_s
+        for job in going:
+            try:
+                job.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
