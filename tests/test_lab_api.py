@@ -139,16 +139,22 @@ def test_a_run_and_a_diff_against_the_previous_one_as_the_cli_prints_them(lab):
     assert code == 404
 
 
-def test_cancelling_a_run_records_it_as_interrupted(lab):
-    server, _ = lab
+def start_slow_run(server: Jupyter, reason: str) -> tuple[dict, dict]:
+    """A run whose step ``slow`` sleeps 120 s, from Lab: (the job, its state once slow runs)."""
     _, job = server.call("POST", "/nbmill/api/runs", {
         "pipeline": "pipelines/tiny.yml", "overrides": ["slow.seconds=120"], "force_all": True,
-        "reason": "to cancel",
+        "reason": reason,
     })  # fmt: skip
     running = wait_for(
         server, job["id"],
         lambda s: s["run"] and (s["run"]["steps"].get("slow") or {}).get("status") == "running",
     )  # fmt: skip
+    return job, running
+
+
+def test_cancelling_a_run_records_it_as_interrupted(lab):
+    server, _ = lab
+    job, running = start_slow_run(server, "to cancel")
     assert running["state"] == "running"
     code, _ = server.call("DELETE", f"/nbmill/api/jobs/{job['id']}")
     assert code == 202
@@ -161,14 +167,7 @@ def test_a_run_still_going_when_the_server_stops_is_recorded_as_interrupted(tmp_
     root = tiny_project(tmp_path / "project")
     server = Jupyter(root)
     try:
-        _, job = server.call("POST", "/nbmill/api/runs", {
-            "pipeline": "pipelines/tiny.yml", "overrides": ["slow.seconds=120"],
-            "reason": "the server stops",
-        })  # fmt: skip
-        running = wait_for(
-            server, job["id"],
-            lambda s: s["run"] and (s["run"]["steps"].get("slow") or {}).get("status") == "running",
-        )  # fmt: skip
+        _, running = start_slow_run(server, "the server stops")
     finally:
         server.stop()  # SIGTERM, as Ctrl-C or a service manager stops it
     assert server.process.returncode is not None
