@@ -139,6 +139,17 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def saved_model(folder: Path, alpha: float = 1.0) -> dict:
+    """The example's model fitted on its usual split and saved as an MLflow model folder,
+    ``folder / "model"``: {"dir", "fitted", "train", "test"}."""
+    from nbmill_example import diabetes
+
+    train, test = diabetes.split(diabetes.load(), test_size=0.2, seed=42)
+    fitted = diabetes.fit(train, alpha=alpha)
+    diabetes.save_model(fitted, train, folder / "model")
+    return {"dir": folder / "model", "fitted": fitted, "train": train, "test": test}
+
+
 @contextmanager
 def mlflow_store(folder: Path, experiment: str) -> Iterator[str]:
     """A sqlite MLflow store in ``folder``, with ``experiment`` made and current, for the

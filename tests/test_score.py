@@ -12,17 +12,14 @@ import pytest
 from nbmill import collection
 from nbmill.serving.batch import ScoreError, score_file
 from nbmill_example import diabetes
-from tests.conftest import nbmill
+from tests.conftest import nbmill, saved_model
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("model")
-    train, test = diabetes.split(diabetes.load(), test_size=0.2, seed=42)
-    fitted = diabetes.fit(train, alpha=1.0)
-    diabetes.save_model(fitted, train, folder / "model")
-    frame = pd.concat([test[diabetes.FEATURES]] * 12, ignore_index=True)  # 1068 rows
-    return {"dir": folder / "model", "fitted": fitted, "frame": frame}
+    saved = saved_model(tmp_path_factory.mktemp("model"))
+    frame = pd.concat([saved["test"][diabetes.FEATURES]] * 12, ignore_index=True)  # 1068 rows
+    return {"dir": saved["dir"], "fitted": saved["fitted"], "frame": frame}
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])

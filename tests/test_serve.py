@@ -23,7 +23,7 @@ from nbmill.models.package import package_model
 from nbmill.serving.deploy import smoke_test
 from nbmill.serving.request import InputError, Signature, parse_request
 from nbmill_example import diabetes
-from tests.conftest import ROOT, ServeProcess
+from tests.conftest import ROOT, ServeProcess, saved_model
 
 KEY = "test-key-0123456789"
 SIG = Signature(tuple(diabetes.FEATURES), ("double",) * len(diabetes.FEATURES))
@@ -82,11 +82,9 @@ def test_bad_input_is_a_4xx_naming_the_problem(request_body, status, message):
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("model")
-    train, test = diabetes.split(diabetes.load(), test_size=0.2, seed=42)
-    fitted = diabetes.fit(train, alpha=1.0)
-    diabetes.save_model(fitted, train, folder / "model")
-    package_model(folder / "model", folder / "package", ROOT / "environment.yml")
-    return {"dir": folder / "package", "fitted": fitted, "test": test}
+    saved = saved_model(folder)
+    package_model(saved["dir"], folder / "package", ROOT / "environment.yml")
+    return {"dir": folder / "package", "fitted": saved["fitted"], "test": saved["test"]}
 
 
 class Server(ServeProcess):

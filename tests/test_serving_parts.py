@@ -24,7 +24,7 @@ from nbmill.serving.collect import Collector, Deployment, Scored
 from nbmill.serving.metrics import Metrics
 from nbmill.serving.startup import build_app, prepare
 from nbmill_example import diabetes
-from tests.conftest import ROOT
+from tests.conftest import ROOT, saved_model
 
 # --- batching ---------------------------------------------------------------------------------
 
@@ -192,9 +192,7 @@ def test_close_writes_what_is_still_buffered(tmp_path):
 @pytest.fixture(scope="module")
 def package(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("startup")
-    train, _ = diabetes.split(diabetes.load(), test_size=0.2, seed=42)
-    diabetes.save_model(diabetes.fit(train, alpha=1.0), train, folder / "model")
-    package_model(folder / "model", folder / "package", ROOT / "environment.yml")
+    package_model(saved_model(folder)["dir"], folder / "package", ROOT / "environment.yml")
     return folder / "package"
 
 
